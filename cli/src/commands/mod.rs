@@ -1,0 +1,32 @@
+//! One module per subcommand.
+
+pub(crate) mod exec;
+pub(crate) mod key;
+pub(crate) mod sign;
+pub(crate) mod verify;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use vauban_core::TrustStore;
+
+/// Loads and merges the trust stores named on the command line (files or directories of
+/// `*.pub` files).
+pub(crate) fn load_trust(paths: &[PathBuf]) -> anyhow::Result<TrustStore> {
+    anyhow::ensure!(
+        !paths.is_empty(),
+        "no trusted keys: pass --trust PATH (a public key file or a directory of *.pub files) or set VAUBAN_TRUST"
+    );
+    let mut keys = Vec::new();
+    for path in paths {
+        let store = TrustStore::load(path)
+            .with_context(|| format!("loading trust store {}", path.display()))?;
+        keys.extend_from_slice(store.keys());
+    }
+    Ok(TrustStore::new(keys))
+}
+
+/// Reads a module file.
+pub(crate) fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading module {}", path.display()))
+}

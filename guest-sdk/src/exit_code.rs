@@ -1,0 +1,19 @@
+//! Exit codes a Vauban guest reports to the host.
+//!
+//! The host reads the guest's exit status to classify a finished job: `SUCCESS` means the
+//! output on stdout is the result, `BAD_INPUT` means the job rejected its input (retrying it
+//! is pointless) and `FAILURE` covers every other error.
+//!
+//! On `wasm32-wasip2` the standard library exits through `wasi:cli/exit.exit`, which only
+//! carries success or failure: every non-zero code reaches the host as 1. So that the host
+//! can still tell `BAD_INPUT` from `FAILURE` there, [`run`](crate::run) also records the
+//! code in the `exit_code` field of the `error` line it logs before exiting.
+
+/// The job succeeded; stdout holds its result.
+pub const SUCCESS: u8 = 0;
+
+/// The job failed for a reason other than its input.
+pub const FAILURE: u8 = 1;
+
+/// The job rejected its input as malformed or invalid.
+pub const BAD_INPUT: u8 = 2;

@@ -1,0 +1,587 @@
+//! The host runtime: verify, compile once, and run modules in sandboxes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use vauban_core::outcome::{CapturedOutput, CodeSource};
+use vauban_core::{
+    Capabilities, ModuleDigest, ModuleKind, Outcome, RunReport, SignatureError, TrustStore,
+    Verified,
+};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+
+use crate::cache::{ArtifactCache, Compiled};
+use crate::engine::{EpochTicker, MAX_TABLE_ELEMENTS};
+use crate::limiter::MemoryLimiter;
+use crate::roots::AllowedRoots;
+use crate::sandbox;
+
+/// Operator settings of a host runtime. Plain data: the binary fills it from flags and files.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Where compiled artifacts are cached (created owner-only if missing).
+    pub cache_dir: PathBuf,
+    /// Host directories under which guests may be given directories. Empty: none.
+    pub allowed_roots: Vec<PathBuf>,
+    /// Publisher keys whose signatures this host accepts. Empty: nothing runs.
+    pub trust: TrustStore,
+    /// Instances that may run at once; more runs wait for a free slot.
+    pub max_instances: u32,
+    /// The most linear memory any one instance may be given, in bytes.
+    pub max_memory_bytes: u64,
+    /// Count fuel, so runs can have a deterministic CPU budget and report what they used.
+    /// Costs about 20 % of guest speed on branchy code.
+    pub fuel_metering: bool,
+    /// How often the epoch advances: the granularity of timeouts and cancellation.
+    pub epoch_tick: Duration,
+}
+
+impl RuntimeConfig {
+    /// Defaults for a host caching into `cache_dir`, with no roots and no trusted keys.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            cache_dir: cache_dir.into(),
+            allowed_roots: Vec::new(),
+            trust: TrustStore::default(),
+            max_instances: 16,
+            max_memory_bytes: 4 << 30,
+            fuel_metering: true,
+            epoch_tick: Duration::from_millis(1),
+        }
+    }
+}
+
+/// The runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine could not be configured.
+    #[error("cannot configure wasmtime: {0}")]
+    Engine(String),
+    /// A directory (cache or allowed root) could not be opened.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A module was refused before it could run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Its signature did not verify against the trust store. Nothing was compiled.
+    #[error("refused: {0}")]
+    Signature(SignatureError),
+    /// It is not valid WebAssembly.
+    #[error("invalid {kind}: {message}")]
+    Invalid {
+        /// Core module or component.
+        kind: ModuleKind,
+        /// What the validator said.
+        message: String,
+    },
+    /// It is valid but not something Vauban runs: not a command, or it imports what the sandbox
+    /// does not provide.
+    #[error("cannot run this {kind}: {message}")]
+    Unrunnable {
+        /// Core module or component.
+        kind: ModuleKind,
+        /// Why.
+        message: String,
+    },
+    /// The artifact cache failed.
+    #[error("artifact cache: {0}")]
+    Cache(std::io::Error),
+}
+
+// Written out rather than `#[from]`, which would also make the inner error the `source` and
+// print its message twice in an error chain.
+impl From<SignatureError> for LoadError {
+    fn from(e: SignatureError) -> Self {
+        Self::Signature(e)
+    }
+}
+
+impl From<std::io::Error> for LoadError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Cache(e)
+    }
+}
+
+/// Counters since the runtime started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeStats {
+    /// Modules compiled with Cranelift.
+    pub compiled: u64,
+    /// Modules loaded from the on-disk cache.
+    pub disk_cache_hits: u64,
+    /// Loads served from modules already in memory.
+    pub memory_hits: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    compiled: AtomicU64,
+    disk_cache_hits: AtomicU64,
+    memory_hits: AtomicU64,
+}
+
+/// What one run gets: its capabilities, its input, and the name it sees as `argv[0]`.
+#[derive(Clone, Debug, Default)]
+pub struct RunRequest {
+    /// Everything the guest may use.
+    pub capabilities: Capabilities,
+    /// Bytes on the guest's stdin.
+    pub stdin: Vec<u8>,
+    /// `argv[0]`.
+    pub program: String,
+}
+
+/// A verified, compiled module ready to instantiate. Cheap to clone.
+#[derive(Clone)]
+pub struct LoadedModule {
+    ready: Arc<Ready>,
+    /// Where its code came from for this load.
+    pub code_source: CodeSource,
+    /// How long verifying and loading or compiling took.
+    pub load_time: Duration,
+}
+
+impl LoadedModule {
+    /// What verification established: digest, kind, signers.
+    pub fn verified(&self) -> &Verified {
+        &self.ready.verified
+    }
+}
+
+struct Ready {
+    verified: Verified,
+    pre: Pre,
+}
+
+/// Instantiation work done once per module, reused by every run.
+enum Pre {
+    Core(wasmtime::InstancePre<CoreState>),
+    Component(CommandPre<ComponentState>),
+}
+
+struct CoreState {
+    wasi: WasiP1Ctx,
+    limiter: MemoryLimiter,
+}
+
+struct ComponentState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+}
+
+/// A store's state that carries its memory limiter.
+trait Limited {
+    fn limiter(&mut self) -> &mut dyn wasmtime::ResourceLimiter;
+}
+
+impl Limited for CoreState {
+    fn limiter(&mut self) -> &mut dyn wasmtime::ResourceLimiter {
+        &mut self.limiter
+    }
+}
+
+impl Limited for ComponentState {
+    fn limiter(&mut self) -> &mut dyn wasmtime::ResourceLimiter {
+        &mut self.limiter
+    }
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A host's runtime: one engine, its linkers, its caches and its instance slots.
+/// Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    core_linker: wasmtime::Linker<CoreState>,
+    component_linker: wasmtime::component::Linker<ComponentState>,
+    trust: TrustStore,
+    cache: ArtifactCache,
+    roots: AllowedRoots,
+    /// One permit per instance the pooling allocator can hold: a full pool fails instantiation
+    /// at once, so runs wait here instead.
+    slots: Semaphore,
+    /// Modules compiled or loaded in this process, by digest.
+    loaded: Mutex<HashMap<ModuleDigest, Arc<Ready>>>,
+    counters: Counters,
+    fuel_metering: bool,
+    max_memory_bytes: u64,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Starts a runtime: builds the engine, opens the cache and the allowed roots, starts the
+    /// epoch ticker (which stops when the last clone of the runtime is dropped).
+    ///
+    /// # Errors
+    /// [`StartError`] when the engine cannot be built or a directory cannot be opened.
+    pub fn new(config: RuntimeConfig) -> Result<Self, StartError> {
+        let engine =
+            crate::engine::build(&config).map_err(|e| StartError::Engine(e.to_string()))?;
+        let mut core_linker = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut core_linker, |s: &mut CoreState| &mut s.wasi)
+            .map_err(|e| StartError::Engine(e.to_string()))?;
+        let mut component_linker = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
+            .map_err(|e| StartError::Engine(e.to_string()))?;
+        let cache = ArtifactCache::open(&config.cache_dir, &engine)?;
+        let roots = AllowedRoots::open(&config.allowed_roots)?;
+        let ticker = EpochTicker::start(&engine, config.epoch_tick)?;
+        tracing::debug!(fingerprint = cache.fingerprint(), "host runtime started");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                core_linker,
+                component_linker,
+                trust: config.trust,
+                cache,
+                roots,
+                slots: Semaphore::new(config.max_instances.max(1) as usize),
+                loaded: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+                fuel_metering: config.fuel_metering,
+                max_memory_bytes: config.max_memory_bytes,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> RuntimeStats {
+        let c = &self.inner.counters;
+        RuntimeStats {
+            compiled: c.compiled.load(Ordering::Relaxed),
+            disk_cache_hits: c.disk_cache_hits.load(Ordering::Relaxed),
+            memory_hits: c.memory_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Verifies a module's signature and makes it ready to run: from memory if this process
+    /// already has it, else from the artifact cache, else by compiling it (and caching the
+    /// result). The signature is checked every time, before anything else.
+    ///
+    /// Compiling is CPU-bound and can take a second for a large module; async callers should
+    /// call this from `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming why the module cannot run.
+    pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, LoadError> {
+        let started = Instant::now();
+        let verified = self.inner.trust.verify(bytes)?;
+        let digest = verified.digest;
+        let cached = self
+            .inner
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&digest)
+            .cloned();
+        if let Some(ready) = cached {
+            self.inner
+                .counters
+                .memory_hits
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(LoadedModule {
+                ready,
+                code_source: CodeSource::Memory,
+                load_time: started.elapsed(),
+            });
+        }
+
+        let engine = &self.inner.engine;
+        let kind = verified.kind;
+        let (compiled, code_source) = match self.inner.cache.load(engine, &digest, kind)? {
+            Some(compiled) => (compiled, CodeSource::DiskCache),
+            None => {
+                let invalid = |e: wasmtime::Error| LoadError::Invalid {
+                    kind,
+                    message: format!("{e:#}"),
+                };
+                let (compiled, artifact) = match kind {
+                    ModuleKind::CoreModule => {
+                        let m = wasmtime::Module::new(engine, bytes).map_err(invalid)?;
+                        let artifact = m.serialize().map_err(invalid)?;
+                        (Compiled::Core(m), artifact)
+                    }
+                    ModuleKind::Component => {
+                        let c =
+                            wasmtime::component::Component::new(engine, bytes).map_err(invalid)?;
+                        let artifact = c.serialize().map_err(invalid)?;
+                        (Compiled::Component(c), artifact)
+                    }
+                };
+                self.inner.cache.store(&digest, &artifact)?;
+                (compiled, CodeSource::Compiled)
+            }
+        };
+        let counter = match code_source {
+            CodeSource::Compiled => &self.inner.counters.compiled,
+            _ => &self.inner.counters.disk_cache_hits,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+
+        let unrunnable = |message: String| LoadError::Unrunnable { kind, message };
+        let pre = match compiled {
+            Compiled::Core(module) => {
+                if !matches!(
+                    module.get_export("_start"),
+                    Some(wasmtime::ExternType::Func(_))
+                ) {
+                    return Err(unrunnable(
+                        "not a WASI command: it exports no `_start` function".into(),
+                    ));
+                }
+                let pre = self
+                    .inner
+                    .core_linker
+                    .instantiate_pre(&module)
+                    .map_err(|e| unrunnable(format!("{e:#}")))?;
+                Pre::Core(pre)
+            }
+            Compiled::Component(component) => {
+                let pre = self
+                    .inner
+                    .component_linker
+                    .instantiate_pre(&component)
+                    .map_err(|e| unrunnable(format!("{e:#}")))?;
+                let pre = CommandPre::new(pre).map_err(|e| {
+                    unrunnable(format!(
+                        "not a WASI command: no `wasi:cli/run` export ({e:#})"
+                    ))
+                })?;
+                Pre::Component(pre)
+            }
+        };
+        let ready = Arc::new(Ready { verified, pre });
+        self.inner
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(digest, Arc::clone(&ready));
+        Ok(LoadedModule {
+            ready,
+            code_source,
+            load_time: started.elapsed(),
+        })
+    }
+
+    /// Runs a loaded module once in a fresh sandbox built from `request`.
+    ///
+    /// Waits for a free instance slot first (cancellable). Never fails: whatever the guest
+    /// does, the result is an [`Outcome`] in the report.
+    pub async fn run(
+        &self,
+        module: &LoadedModule,
+        request: RunRequest,
+        cancel: &CancellationToken,
+    ) -> RunReport {
+        let verified = module.verified();
+        let mut report = RunReport {
+            outcome: Outcome::Cancelled,
+            digest: verified.digest,
+            kind: verified.kind,
+            signers: verified.signers.clone(),
+            code_source: module.code_source,
+            load_time: module.load_time,
+            run_time: Duration::ZERO,
+            fuel_consumed: None,
+            peak_memory_bytes: 0,
+            stdout: CapturedOutput::default(),
+            stderr: CapturedOutput::default(),
+            denials: Vec::new(),
+        };
+        let limits = request.capabilities.limits;
+        let sandbox = match sandbox::build(
+            &self.inner.roots,
+            &request.capabilities,
+            &request.program,
+            request.stdin,
+        ) {
+            Ok(s) => s,
+            Err(denial) => {
+                report.outcome = Outcome::Denied {
+                    capability: denial.capability,
+                    reason: denial.reason,
+                };
+                return report;
+            }
+        };
+        let memory_limit = limits.memory_bytes.min(self.inner.max_memory_bytes);
+        if limits.memory_bytes > self.inner.max_memory_bytes {
+            report.outcome = Outcome::Denied {
+                capability: format!("memory {} bytes", limits.memory_bytes),
+                reason: format!(
+                    "this host gives an instance at most {} bytes",
+                    self.inner.max_memory_bytes
+                ),
+            };
+            return report;
+        }
+        if limits.fuel.is_some() && !self.inner.fuel_metering {
+            report.outcome = Outcome::Denied {
+                capability: "fuel budget".into(),
+                reason: "fuel metering is off on this host".into(),
+            };
+            return report;
+        }
+
+        let _permit = tokio::select! {
+            permit = self.inner.slots.acquire() => match permit {
+                Ok(p) => p,
+                // The semaphore is never closed.
+                Err(_) => return report,
+            },
+            () = cancel.cancelled() => return report,
+        };
+
+        let limiter = MemoryLimiter::new(memory_limit, MAX_TABLE_ELEMENTS);
+        let mut wasi = sandbox.wasi;
+        let started = Instant::now();
+        let (result, limiter, fuel_left) = match &module.ready.pre {
+            Pre::Core(pre) => {
+                let state = CoreState {
+                    wasi: wasi.build_p1(),
+                    limiter,
+                };
+                let mut store = self.new_store(state, limits.fuel);
+                let result = bounded(limits.timeout, cancel, run_core(pre, &mut store)).await;
+                let fuel_left = store.get_fuel().ok();
+                (result, store.into_data().limiter, fuel_left)
+            }
+            Pre::Component(pre) => {
+                let state = ComponentState {
+                    ctx: wasi.build(),
+                    table: ResourceTable::new(),
+                    limiter,
+                };
+                let mut store = self.new_store(state, limits.fuel);
+                let result = bounded(limits.timeout, cancel, run_component(pre, &mut store)).await;
+                let fuel_left = store.get_fuel().ok();
+                (result, store.into_data().limiter, fuel_left)
+            }
+        };
+        report.run_time = started.elapsed();
+        let finished = matches!(result, Bounded::Finished(_));
+        report.outcome = match result {
+            Bounded::Finished(Ok(code)) => Outcome::Exited { code },
+            Bounded::Finished(Err(error)) => classify(error, &limiter, limits.fuel),
+            Bounded::TimedOut => Outcome::TimedOut {
+                limit: limits.timeout,
+            },
+            Bounded::Cancelled => Outcome::Cancelled,
+        };
+        // A guest stopped mid-flight (timeout, cancellation) leaves wasmtime's fuel counter
+        // unsettled, so fuel is only reported for runs that ended on their own.
+        if finished {
+            let budget = limits.fuel.unwrap_or(u64::MAX);
+            report.fuel_consumed = fuel_left.map(|left| budget - left);
+        }
+        report.peak_memory_bytes = limiter.peak();
+        report.stdout = sandbox.stdout.snapshot();
+        report.stderr = sandbox.stderr.snapshot();
+        report.denials = std::mem::take(
+            &mut *sandbox
+                .denials
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        report
+    }
+
+    fn new_store<T: Limited + 'static>(&self, state: T, fuel: Option<u64>) -> Store<T> {
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| s.limiter());
+        if self.inner.fuel_metering {
+            // Cannot fail: fuel is enabled on this engine.
+            let _ = store.set_fuel(fuel.unwrap_or(u64::MAX));
+        }
+        // Yield to tokio at every epoch tick, so the timeout and cancellation below can fire
+        // while the guest computes.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        store
+    }
+}
+
+async fn run_core(
+    pre: &wasmtime::InstancePre<CoreState>,
+    store: &mut Store<CoreState>,
+) -> wasmtime::Result<i32> {
+    let instance = pre.instantiate_async(&mut *store).await?;
+    let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+    start.call_async(&mut *store, ()).await?;
+    Ok(0)
+}
+
+async fn run_component(
+    pre: &CommandPre<ComponentState>,
+    store: &mut Store<ComponentState>,
+) -> wasmtime::Result<i32> {
+    let command = pre.instantiate_async(&mut *store).await?;
+    match command.wasi_cli_run().call_run(&mut *store).await? {
+        Ok(()) => Ok(0),
+        Err(()) => Ok(1),
+    }
+}
+
+enum Bounded<T> {
+    Finished(T),
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs `work` until it finishes, the timeout passes, or `cancel` fires. Dropping the guest's
+/// future stops it at its next epoch yield.
+async fn bounded<T>(
+    timeout: Duration,
+    cancel: &CancellationToken,
+    work: impl Future<Output = T>,
+) -> Bounded<T> {
+    tokio::select! {
+        result = work => Bounded::Finished(result),
+        () = tokio::time::sleep(timeout) => Bounded::TimedOut,
+        () = cancel.cancelled() => Bounded::Cancelled,
+    }
+}
+
+/// Turns the error a guest's run ended with into an outcome.
+fn classify(error: wasmtime::Error, limiter: &MemoryLimiter, fuel: Option<u64>) -> Outcome {
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return Outcome::Exited { code: exit.0 };
+    }
+    if let (Some(Trap::OutOfFuel), Some(budget)) = (error.downcast_ref::<Trap>(), fuel) {
+        return Outcome::OutOfFuel { budget };
+    }
+    if let Some(requested) = limiter.refused() {
+        return Outcome::OutOfMemory {
+            limit: limiter.limit(),
+            requested,
+        };
+    }
+    Outcome::Trapped {
+        message: format!("{error:?}"),
+    }
+}

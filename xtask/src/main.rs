@@ -1,0 +1,130 @@
+//! Vauban's automation, run as `cargo xtask <command>`.
+//!
+//! - `demo`: the README's main command: keys, signing, and sandboxed runs of the samples.
+//! - `test`: the README's test command and what CI runs: set-up, samples, fmt, clippy, tests.
+//! - `build-samples`: build every guest in `samples/` for wasm32-wasip1 and wasm32-wasip2, once.
+//! - `bench`: runtime benchmarks (instantiate+run+teardown, compile and cache-load times).
+//!
+//! Each command installs what it needs (the wasm targets through rustup) so that a fresh
+//! machine needs nothing else.
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+mod demo;
+
+const WASM_TARGETS: [&str; 2] = ["wasm32-wasip1", "wasm32-wasip2"];
+
+fn main() -> anyhow::Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let root = workspace_root();
+    match task.as_str() {
+        "build-samples" => build_samples(&root),
+        "test" => test(&root),
+        "demo" => demo::run(&root),
+        "bench" => bench(&root),
+        _ => {
+            eprintln!("usage: cargo xtask <demo|test|build-samples|bench>");
+            bail!("unknown task {task:?}")
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask/ sits directly under the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command, echoing it, and fails if it fails.
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("$ {}", describe(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("{} failed with {status}", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Installs the wasm targets if the toolchain lacks them.
+fn ensure_wasm_targets() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup (the wasm targets are installed with it)")?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    let missing: Vec<&str> = WASM_TARGETS
+        .into_iter()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if !missing.is_empty() {
+        run(Command::new("rustup")
+            .args(["target", "add"])
+            .args(&missing))?;
+    }
+    Ok(())
+}
+
+/// Builds every sample guest for both wasm targets into `target/samples/`.
+fn build_samples(root: &Path) -> anyhow::Result<()> {
+    ensure_wasm_targets()?;
+    run(cargo()
+        .args(["build", "--release", "--locked"])
+        .current_dir(root.join("samples")))
+}
+
+fn test(root: &Path) -> anyhow::Result<()> {
+    build_samples(root)?;
+    run(cargo().args(["fmt", "--all", "--check"]).current_dir(root))?;
+    run(cargo()
+        .args(["fmt", "--all", "--check"])
+        .current_dir(root.join("samples")))?;
+    run(cargo()
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .current_dir(root))?;
+    run(cargo()
+        .args(["test", "--workspace", "--locked"])
+        .current_dir(root))
+}
+
+fn bench(root: &Path) -> anyhow::Result<()> {
+    build_samples(root)?;
+    run(cargo()
+        .args([
+            "bench",
+            "--locked",
+            "-p",
+            "vauban-tests",
+            "--bench",
+            "runtime",
+        ])
+        .current_dir(root))
+}
