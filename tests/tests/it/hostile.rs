@@ -361,9 +361,9 @@ async fn more_runs_than_slots_wait_instead_of_failing() {
 }
 
 /// Runs futures concurrently on the current task (no extra dependency for `join_all`).
-async fn futures_join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
