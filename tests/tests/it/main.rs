@@ -5,4 +5,5 @@
 mod capabilities;
 mod hostile;
 mod loading;
+mod tidy;
 mod workloads;
