@@ -308,42 +308,13 @@ impl TrustStore {
 
     /// Verifies a module's embedded whole-module signatures against the trusted keys.
     ///
-    /// Runs before anything compiles the module. The checks go in an order that names the reason:
-    /// not WebAssembly, unsigned, content changed after signing, signer not trusted.
+    /// Runs before anything compiles the module. A refusal names its reason: not WebAssembly,
+    /// unsigned, content changed after signing, or signer not trusted.
     ///
     /// # Errors
     /// A [`SignatureError`] naming why the module is refused.
     pub fn verify(&self, module: &[u8]) -> Result<Verified, SignatureError> {
         let kind = ModuleKind::detect(module)?;
-        let parsed = wasmsign2::Module::deserialize(&mut Cursor::new(module))
-            .map_err(|e| SignatureError::Malformed(e.to_string()))?;
-        let Some((wasmsign2::Section::Custom(header), rest)) = parsed.sections.split_first() else {
-            return Err(SignatureError::Unsigned);
-        };
-        if !header.is_signature_header() {
-            return Err(SignatureError::Unsigned);
-        }
-        let data = header
-            .signature_data()
-            .map_err(|e| SignatureError::Malformed(format!("signature section: {e}")))?;
-
-        // The hash of everything after the signature section must be one the signatures cover;
-        // otherwise the content changed after signing, whoever signed it.
-        let mut hasher = HashWriter(Sha256::new());
-        for section in rest {
-            section
-                .serialize(&mut hasher)
-                .map_err(|e| SignatureError::Malformed(e.to_string()))?;
-        }
-        let content_hash = hasher.0.finalize().to_vec();
-        let covered = data
-            .signed_hashes_set
-            .iter()
-            .any(|set| set.hashes.contains(&content_hash));
-        if !covered {
-            return Err(SignatureError::Tampered);
-        }
-
         let trusted =
             wasmsign2::PublicKeySet::new(self.keys.iter().map(|k| k.inner.clone()).collect());
         match trusted.verify(&mut Cursor::new(module), None) {
@@ -358,19 +329,51 @@ impl TrustStore {
                     signers: signers.into_iter().collect(),
                 })
             }
-            Err(wasmsign2::WSError::VerificationFailed | wasmsign2::WSError::NoSignatures) => {
-                let signers = data
-                    .signed_hashes_set
-                    .iter()
-                    .flat_map(|set| &set.signatures)
-                    .filter_map(|s| s.key_id.as_deref().map(KeyId::from_raw))
-                    .collect::<BTreeSet<_>>();
-                Err(SignatureError::UntrustedSigner {
-                    signers: signers.into_iter().collect(),
-                })
-            }
+            Err(wasmsign2::WSError::NoSignatures) => Err(SignatureError::Unsigned),
+            // Only on refusal is it worth finding out which of the two reasons it is.
+            Err(wasmsign2::WSError::VerificationFailed) => Err(explain_refusal(module)),
             Err(e) => Err(SignatureError::Malformed(e.to_string())),
         }
+    }
+}
+
+/// Tells a module altered after signing from one signed by an untrusted key: in the first, the
+/// hash of the content after the signature section is not among the hashes the signatures cover.
+fn explain_refusal(module: &[u8]) -> SignatureError {
+    let malformed = |e: wasmsign2::WSError| SignatureError::Malformed(e.to_string());
+    let parsed = match wasmsign2::Module::deserialize(&mut Cursor::new(module)) {
+        Ok(parsed) => parsed,
+        Err(e) => return malformed(e),
+    };
+    let Some((wasmsign2::Section::Custom(header), rest)) = parsed.sections.split_first() else {
+        return SignatureError::Unsigned;
+    };
+    let data = match header.signature_data() {
+        Ok(data) => data,
+        Err(e) => return malformed(e),
+    };
+    let mut hasher = HashWriter(Sha256::new());
+    for section in rest {
+        if let Err(e) = section.serialize(&mut hasher) {
+            return malformed(e);
+        }
+    }
+    let content_hash = hasher.0.finalize().to_vec();
+    if !data
+        .signed_hashes_set
+        .iter()
+        .any(|set| set.hashes.contains(&content_hash))
+    {
+        return SignatureError::Tampered;
+    }
+    let signers = data
+        .signed_hashes_set
+        .iter()
+        .flat_map(|set| &set.signatures)
+        .filter_map(|s| s.key_id.as_deref().map(KeyId::from_raw))
+        .collect::<BTreeSet<_>>();
+    SignatureError::UntrustedSigner {
+        signers: signers.into_iter().collect(),
     }
 }
 
