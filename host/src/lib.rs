@@ -6,20 +6,26 @@
 //! publisher signature before anything compiles it; [`Runtime::run`] builds a fresh sandbox from
 //! the run's [`vauban_core::Capabilities`] alone and returns a [`vauban_core::RunReport`].
 //!
-//! Later this crate also owns the host agent that connects to the scheduler.
+//! The host agent, [`run_agent`], is the part of a host that faces the scheduler: it dials out,
+//! registers, runs what it is assigned on a [`Runtime`] and reports back, streaming output as
+//! [`OutputEvent`]s become available. Modules it fetches are kept in a local store by digest.
 
 // Not `forbid`: loading a cached compiled artifact is `unsafe` in wasmtime. That one function,
 // `cache::deserialize`, allows it and says why it is sound; everything else is denied.
 #![deny(unsafe_code)]
 
+mod agent;
 mod cache;
 mod engine;
 mod limiter;
+mod modules;
 mod output;
 mod roots;
 mod runtime;
 mod sandbox;
 
+pub use agent::{AgentConfig, run_agent};
+pub use output::{OutputEvent, OutputSink, OutputStream};
 pub use runtime::{
     LoadError, LoadedModule, RunRequest, Runtime, RuntimeConfig, RuntimeStats, StartError,
 };

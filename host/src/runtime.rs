@@ -22,6 +22,7 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 use crate::cache::{ArtifactCache, Compiled};
 use crate::engine::{EpochTicker, MAX_TABLE_ELEMENTS};
 use crate::limiter::MemoryLimiter;
+use crate::output::OutputSink;
 use crate::roots::AllowedRoots;
 use crate::sandbox;
 
@@ -131,7 +132,8 @@ struct Counters {
     memory_hits: AtomicU64,
 }
 
-/// What one run gets: its capabilities, its input, and the name it sees as `argv[0]`.
+/// What one run gets: its capabilities, its input, the name it sees as `argv[0]`, and where its
+/// output goes live.
 #[derive(Clone, Debug, Default)]
 pub struct RunRequest {
     /// Everything the guest may use.
@@ -140,6 +142,9 @@ pub struct RunRequest {
     pub stdin: Vec<u8>,
     /// `argv[0]`.
     pub program: String,
+    /// Receives the output the run keeps, as the guest writes it (the report still carries all
+    /// of it). `None`: output is only in the report.
+    pub output: Option<OutputSink>,
 }
 
 /// A verified, compiled module ready to instantiate. Cheap to clone.
@@ -419,6 +424,7 @@ impl Runtime {
             &request.capabilities,
             &request.program,
             request.stdin,
+            request.output.as_ref(),
         ) {
             Ok(s) => s,
             Err(denial) => {

@@ -12,7 +12,7 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::output::BoundedOutput;
+use crate::output::{BoundedOutput, OutputSink, OutputStream};
 use crate::roots::{AllowedRoots, Denial, proc_path};
 
 /// A configured WASI context, with handles on what the guest writes and on refused requests.
@@ -26,13 +26,15 @@ pub(crate) struct Sandbox {
 
 /// Builds the sandbox for one run.
 ///
-/// `program` becomes `argv[0]`. Fails with the first capability the host refuses to grant; the
-/// guest is then never instantiated.
+/// `program` becomes `argv[0]`; what the guest writes and keeps is also sent to `output` when
+/// given. Fails with the first capability the host refuses to grant; the guest is then never
+/// instantiated.
 pub(crate) fn build(
     roots: &AllowedRoots,
     caps: &Capabilities,
     program: &str,
     stdin: Vec<u8>,
+    output: Option<&OutputSink>,
 ) -> Result<Sandbox, Denial> {
     let mut wasi = WasiCtxBuilder::new();
     wasi.arg(program).args(&caps.args);
@@ -47,8 +49,9 @@ pub(crate) fn build(
     }
 
     let output_limit = usize::try_from(caps.limits.output_bytes).unwrap_or(usize::MAX);
-    let stdout = BoundedOutput::new(output_limit);
-    let stderr = BoundedOutput::new(output_limit);
+    let sink = |stream| output.map(|sink| (stream, sink.clone()));
+    let stdout = BoundedOutput::new(output_limit, sink(OutputStream::Stdout));
+    let stderr = BoundedOutput::new(output_limit, sink(OutputStream::Stderr));
     wasi.stdin(MemoryInputPipe::new(stdin))
         .stdout(stdout.clone())
         .stderr(stderr.clone());

@@ -147,6 +147,7 @@ pub async fn run(runtime: &Runtime, module: &[u8], caps: Capabilities, stdin: &[
         capabilities: caps,
         stdin: stdin.to_vec(),
         program: "guest".into(),
+        ..RunRequest::default()
     };
     runtime
         .run(&loaded, request, &CancellationToken::new())

@@ -1,0 +1,381 @@
+//! The host agent: dials the scheduler, runs what it assigns, and reports back.
+//!
+//! Hosts dial out, so that edge nodes behind NAT can join. [`run_agent`] holds one `HostLink`
+//! connection at a time (`connection.rs`), reconnecting with backoff (`backoff.rs`) when it is
+//! lost; each assignment runs as its own task (`job.rs`) that outlives the connection it arrived
+//! on. Protobuf types stop here: the runtime below stays proto-free.
+//!
+//! What jobs produce (output, final results) goes into one agent-wide queue, the outbox, that
+//! each connection drains in turn. A job that finishes while the scheduler is unreachable is
+//! therefore reported on the next connection; a message handed to a connection that then dies
+//! may still be lost, which the scheduler covers by requeueing the jobs of a node whose stream
+//! closed.
+
+mod backoff;
+mod connection;
+mod job;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Endpoint;
+use tracing::Instrument as _;
+use vauban_proto::v1::{self, host_message::Message};
+
+use crate::Runtime;
+use crate::modules::ModuleStore;
+
+use backoff::Backoff;
+use connection::{End, Outbox};
+
+/// Settings of a host agent. Plain data: the binary fills it from flags and files.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The scheduler's `HostLink` address, with its scheme: `http://127.0.0.1:7070`.
+    pub scheduler: String,
+    /// This node's stable name, chosen by the operator.
+    pub node_id: String,
+    /// Labels the scheduler may place jobs by.
+    pub labels: BTreeMap<String, String>,
+    /// Jobs this host runs at once, as advertised; should equal the runtime's `max_instances`
+    /// (more assignments than that wait for a free instance slot).
+    pub slots: u32,
+    /// Memory this host offers its jobs, as advertised.
+    pub memory_bytes: u64,
+    /// Where modules fetched from the scheduler are kept, by digest (created owner-only).
+    pub module_dir: PathBuf,
+    /// First delay before reconnecting after a lost or failed connection.
+    pub reconnect_min: Duration,
+    /// Longest delay between connection attempts; the delay doubles up to it.
+    pub reconnect_max: Duration,
+    /// Largest module this host fetches; a larger one refuses the job.
+    pub max_module_bytes: u64,
+    /// On shutdown, how long running jobs have to stop after being cancelled, and how long the
+    /// last attempt to deliver their results may take when the scheduler is unreachable.
+    pub shutdown_grace: Duration,
+}
+
+impl AgentConfig {
+    /// Defaults for a node named `node_id` dialing `scheduler`: no labels, 16 slots, 4 GiB, a
+    /// reconnect delay from 100 ms to 5 s, modules up to 256 MiB, a 5 s shutdown grace.
+    pub fn new(
+        scheduler: impl Into<String>,
+        node_id: impl Into<String>,
+        module_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            scheduler: scheduler.into(),
+            node_id: node_id.into(),
+            labels: BTreeMap::new(),
+            slots: 16,
+            memory_bytes: 4 << 30,
+            module_dir: module_dir.into(),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            max_module_bytes: 256 << 20,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs the agent until `shutdown`: connects, registers, heartbeats, runs assignments, reports,
+/// and reconnects with backoff when the connection is lost (running jobs continue meanwhile).
+///
+/// On `shutdown` it stops accepting assignments, cancels running jobs, waits for them for
+/// [`AgentConfig::shutdown_grace`], delivers their results if it can, and returns `Ok`.
+///
+/// # Errors
+/// Only for a configuration that can never work: a scheduler address that is not a URI with a
+/// scheme, or a module directory that cannot be created or opened. An unreachable scheduler is
+/// not an error: the agent keeps trying until `shutdown`.
+pub async fn run_agent(
+    config: AgentConfig,
+    runtime: Runtime,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let endpoint = connection::endpoint(&config.scheduler)?;
+    let store = ModuleStore::open(&config.module_dir).with_context(|| {
+        format!(
+            "cannot open the module directory {}",
+            config.module_dir.display()
+        )
+    })?;
+    let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
+    let agent = Arc::new(Agent {
+        runtime,
+        store,
+        jobs: JobTable::default(),
+        outbox: outbox_tx,
+        tracker: TaskTracker::new(),
+        jobs_cancel: CancellationToken::new(),
+        drain_deadline: OnceLock::new(),
+        config,
+    });
+    let mut outbox = Outbox::new(outbox_rx);
+    let mut backoff = Backoff::new(agent.config.reconnect_min, agent.config.reconnect_max);
+    let span = tracing::info_span!("agent", node = %agent.config.node_id);
+
+    async {
+        while !shutdown.is_cancelled() {
+            match connection::serve(&agent, &endpoint, &mut outbox, &mut backoff, &shutdown).await {
+                Ok(End::Drained) => return Ok(()),
+                Ok(End::Closed) => tracing::warn!("the scheduler closed the connection"),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "no connection to the scheduler")
+                }
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let delay = backoff.next_delay();
+            tracing::info!(retry_in = ?delay, "reconnecting");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+        agent.shut_down(&endpoint, &mut outbox, &mut backoff).await;
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// What the agent's connections and jobs share.
+struct Agent {
+    config: AgentConfig,
+    runtime: Runtime,
+    store: ModuleStore,
+    /// Jobs not yet reported, by job id and attempt.
+    jobs: JobTable,
+    /// Where jobs send what they produce; drained by whichever connection is up.
+    outbox: mpsc::UnboundedSender<v1::HostMessage>,
+    tracker: TaskTracker,
+    /// Parent of every job's cancellation token: cancelled on shutdown.
+    jobs_cancel: CancellationToken,
+    /// Set once, when shutdown begins: when running jobs must have stopped.
+    drain_deadline: OnceLock<Instant>,
+}
+
+impl Agent {
+    /// Starts an assignment as its own task, or refuses it when the agent is shutting down.
+    fn accept(
+        self: &Arc<Self>,
+        assignment: v1::Assignment,
+        client: connection::Client,
+        draining: bool,
+    ) {
+        let (job_id, attempt) = (assignment.job_id.clone(), assignment.attempt);
+        let cancel = self.jobs_cancel.child_token();
+        if !self.jobs.insert(&job_id, attempt, cancel.clone()) {
+            tracing::warn!(%job_id, attempt, "ignoring a repeated assignment");
+            return;
+        }
+        if draining {
+            self.send(job::refused(job_id, attempt, "the host is shutting down"));
+            return;
+        }
+        let span = tracing::info_span!("job", %job_id, attempt);
+        self.tracker
+            .spawn(job::run(Arc::clone(self), client, assignment, cancel).instrument(span));
+    }
+
+    /// Queues a message for the scheduler, on this connection or the next.
+    fn send(&self, message: v1::HostMessage) {
+        // Cannot fail: the agent holds the receiver for as long as it holds this sender.
+        let _ = self.outbox.send(message);
+    }
+
+    /// Records that `message` was handed to a connection. A job counts as running, and is
+    /// listed in heartbeats, until its final message leaves: the scheduler never sees a
+    /// heartbeat without a job before that job's result.
+    fn sent(&self, message: &v1::HostMessage) {
+        if let Some(Message::Finished(finished)) = &message.message {
+            self.jobs.remove(&finished.job_id, finished.attempt);
+        }
+    }
+
+    /// Begins shutting down (once): cancels every job and stops tracking new ones. Returns when
+    /// running jobs must have stopped.
+    fn begin_drain(&self) -> Instant {
+        *self.drain_deadline.get_or_init(|| {
+            tracing::info!(
+                running = self.tracker.len(),
+                "shutting down: cancelling jobs"
+            );
+            self.jobs_cancel.cancel();
+            self.tracker.close();
+            Instant::now() + self.config.shutdown_grace
+        })
+    }
+
+    /// Shutdown when no connection is up: waits for the jobs, then tries once to deliver what
+    /// they produced.
+    async fn shut_down(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+        outbox: &mut Outbox,
+        backoff: &mut Backoff,
+    ) {
+        let deadline = self.begin_drain();
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.tracker.len(),
+                "jobs still running after the shutdown grace: their results are lost"
+            );
+        }
+        if outbox.is_empty() {
+            return;
+        }
+        // The connection already knows to drain, since `shutdown` is cancelled.
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        let flush = connection::serve(self, endpoint, outbox, backoff, &cancelled);
+        match tokio::time::timeout(self.config.shutdown_grace, flush).await {
+            Ok(Ok(End::Drained)) => {}
+            Ok(Ok(End::Closed)) => tracing::warn!("results not delivered: connection closed"),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %format!("{error:#}"), "results not delivered");
+            }
+            Err(_) => tracing::warn!("results not delivered: the scheduler did not answer"),
+        }
+    }
+}
+
+/// Jobs assigned to this host and not yet reported, with what cancels each.
+#[derive(Debug, Default)]
+struct JobTable {
+    // A std mutex: held only to insert, remove or copy entries, never across an await.
+    running: Mutex<HashMap<(String, u32), CancellationToken>>,
+}
+
+impl JobTable {
+    /// Adds a job; false when that attempt is already here.
+    fn insert(&self, job_id: &str, attempt: u32, cancel: CancellationToken) -> bool {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        match running.entry((job_id.to_owned(), attempt)) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(cancel);
+                true
+            }
+        }
+    }
+
+    /// Cancels a job; false when that attempt is not here.
+    fn cancel(&self, job_id: &str, attempt: u32) -> bool {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        match running.get(&(job_id.to_owned(), attempt)) {
+            Some(cancel) => {
+                cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&self, job_id: &str, attempt: u32) {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(job_id.to_owned(), attempt));
+    }
+
+    /// The attempts here as heartbeats list them, `<job id>/<attempt>`, sorted. The attempt is
+    /// named so that the scheduler can tell a stale attempt (requeued while this host was cut
+    /// off, now running elsewhere too) from the current one, and cancel it.
+    fn attempt_ids(&self) -> Vec<String> {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let ids: BTreeSet<String> = running
+            .keys()
+            .map(|(job_id, attempt)| format!("{job_id}/{attempt}"))
+            .collect();
+        ids.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RuntimeConfig;
+
+    fn runtime(dir: &std::path::Path) -> Runtime {
+        Runtime::new(RuntimeConfig {
+            max_instances: 1,
+            max_memory_bytes: 16 << 20,
+            ..RuntimeConfig::new(dir.join("cache"))
+        })
+        .expect("runtime starts")
+    }
+
+    /// An address nothing listens on: a port bound, then released.
+    fn unreachable_scheduler() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        format!("http://{address}")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keeps_redialing_an_unreachable_scheduler_until_shutdown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = AgentConfig::new(unreachable_scheduler(), "n1", dir.path().join("modules"));
+        let shutdown = CancellationToken::new();
+        let agent = tokio::spawn(run_agent(config, runtime(dir.path()), shutdown.clone()));
+        // Paused time: this lets the agent go through many failed attempts and backoffs.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(
+            !agent.is_finished(),
+            "an unreachable scheduler is not an error"
+        );
+        shutdown.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(1), agent)
+            .await
+            .expect("the agent stops promptly on shutdown")
+            .expect("the agent task did not panic");
+        assert!(ended.is_ok(), "{ended:?}");
+        assert!(dir.path().join("modules").is_dir(), "module store created");
+    }
+
+    #[tokio::test]
+    async fn an_address_without_a_scheme_is_a_configuration_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = AgentConfig::new("127.0.0.1:7070", "n1", dir.path().join("modules"));
+        let error = run_agent(config, runtime(dir.path()), CancellationToken::new())
+            .await
+            .expect_err("refused");
+        assert!(error.to_string().contains("scheme"), "{error:#}");
+    }
+
+    #[test]
+    fn job_table_tracks_attempts_separately() {
+        let table = JobTable::default();
+        let first = CancellationToken::new();
+        let second = CancellationToken::new();
+        assert!(table.insert("job-b", 1, first.clone()));
+        assert!(table.insert("job-b", 2, second.clone()));
+        assert!(table.insert("job-a", 1, CancellationToken::new()));
+        assert!(
+            !table.insert("job-b", 1, CancellationToken::new()),
+            "repeat"
+        );
+        assert_eq!(table.attempt_ids(), ["job-a/1", "job-b/1", "job-b/2"]);
+
+        assert!(table.cancel("job-b", 2));
+        assert!(second.is_cancelled() && !first.is_cancelled());
+        assert!(!table.cancel("job-c", 1));
+
+        table.remove("job-b", 1);
+        table.remove("job-b", 2);
+        assert_eq!(table.attempt_ids(), ["job-a/1"]);
+    }
+}

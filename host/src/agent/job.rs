@@ -1,0 +1,308 @@
+//! One assignment, from the scheduler's message to the host's report: get the module (from the
+//! local store, else fetched and digest-checked), load it (which verifies its signature against
+//! this host's trust store), run it while streaming its output, and queue the result.
+//!
+//! Whatever happens, exactly one `JobFinished` is queued per assignment: a result when the guest
+//! ran (or was cancelled before it could), a refusal with the reason otherwise.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use vauban_core::outcome::CapturedOutput;
+use vauban_core::{Limits, ModuleDigest, Outcome};
+use vauban_proto::convert::{RunResult, capabilities_from_proto};
+use vauban_proto::v1::{self, host_message::Message, job_finished::End, output_chunk::Stream};
+
+use super::Agent;
+use super::connection::Client;
+use crate::modules::StoreError;
+use crate::{LoadedModule, OutputEvent, OutputStream, RunRequest};
+
+/// A module transfer that takes longer than this refuses the job.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Output events taken from a run at once, and the most bytes sent in one `JobOutput`: a guest
+/// writing a byte at a time still produces few messages.
+const OUTPUT_BATCH: usize = 256;
+const MAX_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Runs one assignment and queues its output and its end. `cancel` stops it at any point.
+pub(super) async fn run(
+    agent: Arc<Agent>,
+    client: Client,
+    assignment: v1::Assignment,
+    cancel: CancellationToken,
+) {
+    let v1::Assignment {
+        job_id,
+        attempt,
+        module_digest,
+        capabilities,
+        stdin,
+        program,
+    } = assignment;
+    tracing::info!(module = %module_digest, "job assigned");
+    let prepared = tokio::select! {
+        prepared = prepare(&agent, client, &module_digest, capabilities) => prepared,
+        () = cancel.cancelled() => {
+            tracing::info!("cancelled before it started");
+            agent.send(finished(job_id, attempt, End::Result(cancelled_early().into())));
+            return;
+        }
+    };
+    let (module, capabilities) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            let reason = format!("{error:#}");
+            tracing::warn!(%reason, "job refused");
+            agent.send(refused(job_id, attempt, reason));
+            return;
+        }
+    };
+
+    let (sink, mut events) = mpsc::unbounded_channel();
+    let request = RunRequest {
+        capabilities,
+        stdin,
+        program,
+        output: Some(sink),
+    };
+    let run = agent.runtime.run(&module, request, &cancel);
+    tokio::pin!(run);
+    let mut batch = Vec::with_capacity(OUTPUT_BATCH);
+    let report = loop {
+        tokio::select! {
+            report = &mut run => break report,
+            received = events.recv_many(&mut batch, OUTPUT_BATCH) => {
+                if received == 0 {
+                    // Every sender is gone, which only happens as the run ends.
+                    break (&mut run).await;
+                }
+                send_output(&agent, &job_id, attempt, batch.drain(..));
+            }
+        }
+    };
+    // The run has dropped its senders: what is left in the channel is all there is.
+    events.close();
+    while let Ok(event) = events.try_recv() {
+        batch.push(event);
+    }
+    send_output(&agent, &job_id, attempt, batch.drain(..));
+    tracing::info!(outcome = %report.outcome, run_time = ?report.run_time, "job finished");
+    agent.send(finished(
+        job_id,
+        attempt,
+        End::Result(RunResult::from(report).into()),
+    ));
+}
+
+/// Everything before the run: capabilities decoded, module at hand, verified and loaded.
+async fn prepare(
+    agent: &Arc<Agent>,
+    client: Client,
+    module_digest: &str,
+    capabilities: Option<v1::Capabilities>,
+) -> anyhow::Result<(LoadedModule, vauban_core::Capabilities)> {
+    let digest: ModuleDigest = module_digest.parse()?;
+    let capabilities = capabilities_from_proto(capabilities.unwrap_or_default(), Limits::DEFAULT)?;
+    let bytes = match blocking(agent, move |agent| agent.store.get(&digest)).await? {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => fetch_and_store(agent, client, module_digest, digest).await?,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the module store; fetching");
+            fetch_and_store(agent, client, module_digest, digest).await?
+        }
+    };
+    let module = blocking(agent, move |agent| agent.runtime.load(&bytes)).await??;
+    Ok((module, capabilities))
+}
+
+/// Fetches a module from the scheduler, refuses it unless its digest is the one assigned, and
+/// keeps it for next time.
+async fn fetch_and_store(
+    agent: &Arc<Agent>,
+    client: Client,
+    wire_digest: &str,
+    digest: ModuleDigest,
+) -> anyhow::Result<Vec<u8>> {
+    let bytes = tokio::time::timeout(
+        FETCH_TIMEOUT,
+        fetch(client, wire_digest, agent.config.max_module_bytes),
+    )
+    .await
+    .map_err(|_| anyhow!("fetching module {digest} took longer than {FETCH_TIMEOUT:?}"))??;
+    let (bytes, stored) = blocking(agent, move |agent| {
+        let stored = agent.store.put(&digest, &bytes);
+        (bytes, stored)
+    })
+    .await?;
+    match stored {
+        Ok(()) => tracing::debug!(%digest, "module fetched and stored"),
+        Err(mismatch @ StoreError::DigestMismatch { .. }) => return Err(mismatch.into()),
+        // The bytes are right; only keeping them failed. The job runs, the next one fetches.
+        Err(error @ StoreError::Io(_)) => tracing::warn!(%error, "module fetched, not stored"),
+    }
+    Ok(bytes)
+}
+
+/// The bytes of a module, streamed from the scheduler, up to `max_bytes`.
+async fn fetch(mut client: Client, digest: &str, max_bytes: u64) -> anyhow::Result<Vec<u8>> {
+    let request = v1::FetchModuleRequest {
+        digest: digest.to_owned(),
+    };
+    let mut chunks = client
+        .fetch_module(request)
+        .await
+        .map_err(|status| anyhow!("cannot fetch module {digest}: {}", status.message()))?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(v1::ModuleChunk { chunk }) = chunks
+        .message()
+        .await
+        .map_err(|status| anyhow!("cannot fetch module {digest}: {}", status.message()))?
+    {
+        if (bytes.len() + chunk.len()) as u64 > max_bytes {
+            bail!("module {digest} is larger than this host accepts ({max_bytes} bytes)");
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// Runs blocking work (file access, hashing, compiling) off the async threads, in the job's
+/// span.
+async fn blocking<T: Send + 'static>(
+    agent: &Arc<Agent>,
+    work: impl FnOnce(&Agent) -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let agent = Arc::clone(agent);
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| work(&agent)))
+        .await
+        .context("the host failed while preparing the job")
+}
+
+/// Queues output events as `JobOutput` messages, merging neighbours of the same stream.
+fn send_output(
+    agent: &Agent,
+    job_id: &str,
+    attempt: u32,
+    events: impl IntoIterator<Item = OutputEvent>,
+) {
+    for (stream, data) in coalesce(events, MAX_CHUNK_BYTES) {
+        let stream = match stream {
+            OutputStream::Stdout => Stream::Stdout,
+            OutputStream::Stderr => Stream::Stderr,
+        };
+        agent.send(v1::HostMessage {
+            message: Some(Message::Output(v1::JobOutput {
+                job_id: job_id.to_owned(),
+                attempt,
+                chunk: Some(v1::OutputChunk {
+                    stream: stream.into(),
+                    data,
+                }),
+            })),
+        });
+    }
+}
+
+/// Merges consecutive events of the same stream into chunks of at most `max_chunk` bytes
+/// (an event larger than that is split), keeping the order of bytes within each stream.
+fn coalesce(
+    events: impl IntoIterator<Item = OutputEvent>,
+    max_chunk: usize,
+) -> Vec<(OutputStream, Vec<u8>)> {
+    let mut chunks: Vec<(OutputStream, Vec<u8>)> = Vec::new();
+    for OutputEvent { stream, data } in events {
+        let mut data = &data[..];
+        if let Some((last, chunk)) = chunks.last_mut()
+            && *last == stream
+        {
+            let take = max_chunk.saturating_sub(chunk.len()).min(data.len());
+            chunk.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        chunks.extend(data.chunks(max_chunk).map(|piece| (stream, piece.to_vec())));
+    }
+    chunks
+}
+
+/// The end message of a job.
+fn finished(job_id: String, attempt: u32, end: End) -> v1::HostMessage {
+    v1::HostMessage {
+        message: Some(Message::Finished(v1::JobFinished {
+            job_id,
+            attempt,
+            end: Some(end),
+        })),
+    }
+}
+
+/// The end message of a job this host will not run, saying why.
+pub(super) fn refused(job_id: String, attempt: u32, reason: impl Into<String>) -> v1::HostMessage {
+    finished(job_id, attempt, End::Refused(reason.into()))
+}
+
+/// The result of a job cancelled while its module was being fetched or loaded.
+fn cancelled_early() -> RunResult {
+    RunResult {
+        outcome: Outcome::Cancelled,
+        stdout: CapturedOutput::default(),
+        stderr: CapturedOutput::default(),
+        run_time: Duration::ZERO,
+        fuel_consumed: None,
+        peak_memory_bytes: 0,
+        denials: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(stream: OutputStream, data: &str) -> OutputEvent {
+        OutputEvent {
+            stream,
+            data: bytes::Bytes::copy_from_slice(data.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn coalesces_neighbours_of_a_stream_up_to_the_chunk_size() {
+        use OutputStream::{Stderr, Stdout};
+        let events = [
+            event(Stdout, "ab"),
+            event(Stdout, "c"),
+            event(Stderr, "x"),
+            event(Stdout, "defghij"),
+            event(Stdout, ""),
+        ];
+        let got = coalesce(events, 4);
+        let want = [
+            (Stdout, "abc"),
+            (Stderr, "x"),
+            (Stdout, "defg"),
+            (Stdout, "hij"),
+        ]
+        .map(|(s, d)| (s, d.as_bytes().to_vec()));
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn refusals_and_early_cancels_are_final_messages() {
+        let Some(Message::Finished(f)) = refused("j".into(), 2, "no").message else {
+            panic!("a JobFinished")
+        };
+        assert_eq!((f.job_id.as_str(), f.attempt), ("j", 2));
+        assert_eq!(f.end, Some(End::Refused("no".into())));
+
+        let result = v1::RunResult::from(cancelled_early());
+        assert_eq!(
+            result.outcome.and_then(|o| o.kind),
+            Some(v1::outcome::Kind::Cancelled(true))
+        );
+    }
+}

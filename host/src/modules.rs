@@ -1,0 +1,178 @@
+//! The host's store of modules fetched from the scheduler, by digest, so that a job whose module
+//! this host already has starts without a transfer.
+//!
+//! Modules live under `<module dir>/<sha256 hex>.wasm`. All file access goes through a cap-std
+//! handle on that directory, so a name can never reach outside it. Bytes are stored only when
+//! their sha256 is the digest they are stored under, and checked again when read back: a file
+//! altered on disk reads as absent (and is removed) rather than as another module. What this store
+//! does not establish is whether the module may run: that is the publisher signature, which
+//! `Runtime::load` verifies against this host's own trust store on every load.
+
+use std::io::{self, Read as _};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use vauban_core::ModuleDigest;
+
+/// Module files by digest in one directory.
+#[derive(Debug)]
+pub(crate) struct ModuleStore {
+    dir: Dir,
+    /// Makes temporary names unique within this process, so two jobs fetching the same module
+    /// at once never write the same temporary file.
+    next_tmp: AtomicU64,
+}
+
+/// A module could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// The bytes are not the module the digest names. Nothing was written.
+    #[error("the module received has digest {actual}, the assignment names {expected}")]
+    DigestMismatch {
+        /// The digest the bytes were supposed to have.
+        expected: ModuleDigest,
+        /// The digest they have.
+        actual: ModuleDigest,
+    },
+    /// The file could not be written.
+    #[error("cannot store module: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl ModuleStore {
+    /// Opens the store at `path`, creating the directory (owner-only) if it is missing.
+    pub(crate) fn open(path: &Path) -> io::Result<Self> {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(path)?;
+        Ok(Self {
+            dir: Dir::open_ambient_dir(path, ambient_authority())?,
+            next_tmp: AtomicU64::new(0),
+        })
+    }
+
+    fn file_name(digest: &ModuleDigest) -> String {
+        format!("{}.wasm", digest.hex())
+    }
+
+    /// The bytes of the module with this digest, `None` when the store does not have it (or
+    /// had a copy that no longer matches its digest, which is then removed).
+    pub(crate) fn get(&self, digest: &ModuleDigest) -> io::Result<Option<Vec<u8>>> {
+        let name = Self::file_name(digest);
+        let mut file = match self.dir.open(&name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let actual = ModuleDigest::of(&bytes);
+        if actual != *digest {
+            tracing::warn!(%digest, %actual, "removing a stored module that no longer matches its digest");
+            self.dir.remove_file(&name)?;
+            return Ok(None);
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Stores `bytes` as the module `expected`, if that is their digest: written to a temporary
+    /// name, then renamed into place, so a reader never sees a partial file.
+    ///
+    /// # Errors
+    /// [`StoreError::DigestMismatch`] naming both digests when the bytes are another module;
+    /// [`StoreError::Io`] when the file cannot be written.
+    pub(crate) fn put(&self, expected: &ModuleDigest, bytes: &[u8]) -> Result<(), StoreError> {
+        check_digest(expected, bytes)?;
+        let name = Self::file_name(expected);
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = format!("{name}.{}.{n}.tmp", std::process::id());
+        self.dir.write(&tmp, bytes)?;
+        if let Err(e) = self.dir.rename(&tmp, &self.dir, &name) {
+            // Best effort: a leftover temporary file only wastes space.
+            let _ = self.dir.remove_file(&tmp);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
+/// Fails unless `bytes` hash to `expected`.
+///
+/// # Errors
+/// [`StoreError::DigestMismatch`] naming both digests.
+pub(crate) fn check_digest(expected: &ModuleDigest, bytes: &[u8]) -> Result<(), StoreError> {
+    let actual = ModuleDigest::of(bytes);
+    if actual == *expected {
+        Ok(())
+    } else {
+        Err(StoreError::DigestMismatch {
+            expected: *expected,
+            actual,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ModuleStore) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = ModuleStore::open(&tmp.path().join("modules")).expect("open");
+        (tmp, store)
+    }
+
+    #[test]
+    fn stores_and_reads_back_by_digest() {
+        let (tmp, store) = store();
+        let bytes = b"\0asm\x01\0\0\0 some module".to_vec();
+        let digest = ModuleDigest::of(&bytes);
+        assert_eq!(store.get(&digest).expect("get"), None);
+        store.put(&digest, &bytes).expect("put");
+        assert_eq!(store.get(&digest).expect("get"), Some(bytes));
+        let file = tmp
+            .path()
+            .join("modules")
+            .join(format!("{}.wasm", digest.hex()));
+        assert!(file.is_file(), "{} exists", file.display());
+        let names: Vec<_> = std::fs::read_dir(tmp.path().join("modules"))
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn refuses_bytes_of_another_digest_and_names_both() {
+        let (_tmp, store) = store();
+        let expected = ModuleDigest::of(b"the module the scheduler promised");
+        let bytes = b"something else";
+        let actual = ModuleDigest::of(bytes);
+        let err = store.put(&expected, bytes).expect_err("refused");
+        let message = err.to_string();
+        assert!(
+            matches!(err, StoreError::DigestMismatch { expected: e, actual: a } if e == expected && a == actual)
+        );
+        assert!(message.contains(&expected.to_string()), "{message}");
+        assert!(message.contains(&actual.to_string()), "{message}");
+        assert_eq!(store.get(&expected).expect("get"), None, "nothing stored");
+    }
+
+    #[test]
+    fn a_file_altered_on_disk_reads_as_absent() {
+        let (tmp, store) = store();
+        let bytes = b"original".to_vec();
+        let digest = ModuleDigest::of(&bytes);
+        store.put(&digest, &bytes).expect("put");
+        let path = tmp
+            .path()
+            .join("modules")
+            .join(format!("{}.wasm", digest.hex()));
+        std::fs::write(&path, b"tampered").expect("tamper");
+        assert_eq!(store.get(&digest).expect("get"), None);
+        assert!(!path.exists(), "the altered copy is removed");
+    }
+}
