@@ -1,7 +1,32 @@
-//! Vauban's scheduler (control plane).
+//! Vauban's scheduler: the control plane that accepts signed modules and jobs from clients and
+//! dispatches jobs to the hosts that dial in.
 //!
-//! Empty for now. It will own admission (signatures, grants, policy), the job queue, the node
-//! registry, placement as a pure function, job lifecycle and the state store. It never links
-//! wasmtime: the scheduler never executes guest code.
+//! [`serve`] is the whole scheduler behind one call. Inside, one task owns the jobs, the nodes
+//! and the queue (`state`), fed by the gRPC services (`service`) through a closed set of
+//! commands; placement is a pure function ([`placement::place`]); every accepted job, transition
+//! and result is committed to a redb store (`store`) before anyone is told. The scheduler never
+//! executes guest code, and so does not link wasmtime.
 
 #![forbid(unsafe_code)]
+
+mod config;
+mod job;
+mod module;
+mod node;
+pub mod placement;
+mod server;
+mod service;
+mod state;
+mod store;
+
+pub use config::SchedulerConfig;
+pub use node::NodeId;
+pub use server::serve;
+
+/// Unix milliseconds now, for records shown to people. Durations that matter (heartbeats) are
+/// measured on tokio's monotonic clock instead.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,323 @@
+//! `vauban.v1.HostLink`: the stream each host holds open, and module downloads.
+//!
+//! `Connect` reads the `Register`, hands the node to the state task, answers `Registered`, then
+//! forwards: the host's messages to the state task (from a task of its own), and the state
+//! task's assignments and cancellations to the host.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument as _, debug, info, info_span, warn};
+use vauban_proto::convert::{InvalidField, RunResult};
+use vauban_proto::v1;
+use vauban_proto::v1::host_message::Message as FromHost;
+use vauban_proto::v1::scheduler_message::Message as ToHostMessage;
+
+use super::modules::parse_digest;
+use crate::job::{JobId, OutputChunk, OutputStream, RunEnd};
+use crate::module::ModuleRegistry;
+use crate::node::{Assignment, HostEvent, NodeId, Registration, RunningAttempt, ToHost};
+use crate::state::{ConnectionHandle, SchedulerHandle};
+
+/// Modules are sent to hosts in pieces of at most this size.
+const MODULE_CHUNK_BYTES: usize = 1 << 20;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Serves hosts.
+#[derive(Clone, Debug)]
+pub(crate) struct HostLinkService {
+    scheduler: SchedulerHandle,
+    registry: ModuleRegistry,
+    heartbeat_interval: Duration,
+}
+
+impl HostLinkService {
+    pub(crate) fn new(
+        scheduler: SchedulerHandle,
+        registry: ModuleRegistry,
+        heartbeat_interval: Duration,
+    ) -> Self {
+        Self {
+            scheduler,
+            registry,
+            heartbeat_interval,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::host_link_server::HostLink for HostLinkService {
+    type ConnectStream = BoxStream<v1::SchedulerMessage>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<v1::HostMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let mut inbound = request.into_inner();
+        let registration = match inbound.message().await? {
+            Some(v1::HostMessage {
+                message: Some(FromHost::Register(register)),
+            }) => registration_from_proto(register)?,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on the stream must be a register",
+                ));
+            }
+        };
+        let node = registration.id.clone();
+        let (outbound, to_host) = mpsc::unbounded_channel();
+        let connection = self
+            .scheduler
+            .node_connected(registration, outbound)
+            .await?;
+        let span = info_span!("host_link", node = %node, connection = connection.id);
+        tokio::spawn(
+            forward_from_host(inbound, node, connection, self.scheduler.clone()).instrument(span),
+        );
+
+        let registered = v1::SchedulerMessage {
+            message: Some(ToHostMessage::Registered(v1::Registered {
+                heartbeat_interval_ms: u64::try_from(self.heartbeat_interval.as_millis())
+                    .unwrap_or(u64::MAX),
+            })),
+        };
+        // The stream ends when the state task drops the sender: node replaced, down, or
+        // shutdown. The host sees the end and reconnects.
+        let stream = tokio_stream::once(Ok(registered))
+            .chain(UnboundedReceiverStream::new(to_host).map(|m| Ok(to_host_to_proto(m))));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type FetchModuleStream = BoxStream<v1::ModuleChunk>;
+
+    async fn fetch_module(
+        &self,
+        request: Request<v1::FetchModuleRequest>,
+    ) -> Result<Response<Self::FetchModuleStream>, Status> {
+        let v1::FetchModuleRequest { digest } = request.into_inner();
+        let digest = parse_digest("digest", &digest)?;
+        let Some(bytes) = self.registry.bytes(digest).await? else {
+            return Err(Status::not_found(format!(
+                "module {digest} is not uploaded"
+            )));
+        };
+        let bytes = Arc::new(bytes);
+        let chunks = (0..bytes.len().div_ceil(MODULE_CHUNK_BYTES)).map(move |i| {
+            let start = i * MODULE_CHUNK_BYTES;
+            let end = bytes.len().min(start + MODULE_CHUNK_BYTES);
+            Ok(v1::ModuleChunk {
+                chunk: bytes[start..end].to_vec(),
+            })
+        });
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}
+
+/// Reads a host's messages and forwards them to the state task until the stream ends (then
+/// reports it) or the scheduler closes it (then the state task already knows).
+async fn forward_from_host(
+    mut inbound: Streaming<v1::HostMessage>,
+    node: NodeId,
+    connection: ConnectionHandle,
+    scheduler: SchedulerHandle,
+) {
+    loop {
+        let message = tokio::select! {
+            () = connection.closed.cancelled() => {
+                debug!("stream closed by the scheduler");
+                return;
+            }
+            message = inbound.message() => message,
+        };
+        let message = match message {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                info!("host closed its stream");
+                break;
+            }
+            Err(status) => {
+                info!(%status, "host stream failed");
+                break;
+            }
+        };
+        match event_from_proto(message) {
+            Ok(Some(event)) => {
+                if scheduler
+                    .node_message(node.clone(), connection.id, event)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(invalid) => warn!(%invalid, "ignoring an invalid message from the host"),
+        }
+    }
+    let _ = scheduler.node_disconnected(node, connection.id).await;
+}
+
+fn registration_from_proto(register: v1::Register) -> Result<Registration, InvalidField> {
+    let v1::Register {
+        node_id,
+        labels,
+        slots,
+        memory_bytes,
+    } = register;
+    if node_id.is_empty() {
+        return Err(InvalidField::new("register.node_id", "required"));
+    }
+    Ok(Registration {
+        id: NodeId::from(node_id),
+        labels: labels.into_iter().collect(),
+        slots,
+        memory_bytes,
+    })
+}
+
+/// A host's message after `Register`; `None` for an empty one.
+fn event_from_proto(message: v1::HostMessage) -> Result<Option<HostEvent>, InvalidField> {
+    let v1::HostMessage { message } = message;
+    let Some(message) = message else {
+        return Ok(None);
+    };
+    let event = match message {
+        FromHost::Register(_) => {
+            return Err(InvalidField::new(
+                "register",
+                "already registered on this stream",
+            ));
+        }
+        FromHost::Heartbeat(v1::Heartbeat { running }) => HostEvent::Heartbeat {
+            running: running.iter().map(|r| RunningAttempt::parse(r)).collect(),
+        },
+        FromHost::Output(v1::JobOutput {
+            job_id,
+            attempt,
+            chunk,
+        }) => {
+            let v1::OutputChunk { stream, data } =
+                chunk.ok_or_else(|| InvalidField::new("output.chunk", "required"))?;
+            let stream = match v1::output_chunk::Stream::try_from(stream) {
+                Ok(v1::output_chunk::Stream::Stdout) => OutputStream::Stdout,
+                Ok(v1::output_chunk::Stream::Stderr) => OutputStream::Stderr,
+                _ => {
+                    return Err(InvalidField::new(
+                        "output.chunk.stream",
+                        "must be stdout or stderr",
+                    ));
+                }
+            };
+            HostEvent::Output {
+                job: JobId::from(job_id),
+                attempt,
+                chunk: OutputChunk { stream, data },
+            }
+        }
+        FromHost::Finished(v1::JobFinished {
+            job_id,
+            attempt,
+            end,
+        }) => {
+            // A result the scheduler cannot read still ends the attempt: failing the job says
+            // why, where ignoring it would requeue and rerun it, and likely fail the same way.
+            let end = match end {
+                Some(v1::job_finished::End::Result(result)) => match RunResult::try_from(result) {
+                    Ok(result) => RunEnd::Ran(result),
+                    Err(e) => RunEnd::Refused(format!("the host sent an invalid result: {e}")),
+                },
+                Some(v1::job_finished::End::Refused(why)) => RunEnd::Refused(why),
+                None => RunEnd::Refused("the host sent no result".to_owned()),
+            };
+            HostEvent::Finished {
+                job: JobId::from(job_id),
+                attempt,
+                end,
+            }
+        }
+    };
+    Ok(Some(event))
+}
+
+fn to_host_to_proto(message: ToHost) -> v1::SchedulerMessage {
+    let message = match message {
+        ToHost::Assign(assignment) => {
+            let Assignment {
+                job,
+                attempt,
+                module,
+                capabilities,
+                stdin,
+                program,
+            } = *assignment;
+            ToHostMessage::Assign(v1::Assignment {
+                job_id: job.into_string(),
+                attempt,
+                module_digest: module.to_string(),
+                capabilities: Some(capabilities.into()),
+                stdin: stdin.to_vec(),
+                program,
+            })
+        }
+        ToHost::Cancel { job, attempt } => ToHostMessage::Cancel(v1::Cancel {
+            job_id: job.into_string(),
+            attempt,
+        }),
+    };
+    v1::SchedulerMessage {
+        message: Some(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vauban_core::Outcome;
+
+    use super::*;
+
+    #[test]
+    fn host_messages_become_events() {
+        let finished = |end| {
+            event_from_proto(v1::HostMessage {
+                message: Some(FromHost::Finished(v1::JobFinished {
+                    job_id: "j".into(),
+                    attempt: 2,
+                    end,
+                })),
+            })
+        };
+        let Ok(Some(HostEvent::Finished { end, attempt, .. })) =
+            finished(Some(v1::job_finished::End::Result(v1::RunResult {
+                outcome: Some(Outcome::Exited { code: 1 }.into()),
+                ..v1::RunResult::default()
+            })))
+        else {
+            panic!("a finished event");
+        };
+        assert_eq!(attempt, 2);
+        assert!(matches!(end, RunEnd::Ran(r) if r.outcome == Outcome::Exited { code: 1 }));
+
+        let Ok(Some(HostEvent::Finished { end, .. })) = finished(Some(
+            v1::job_finished::End::Result(v1::RunResult::default()),
+        )) else {
+            panic!("a finished event");
+        };
+        assert!(matches!(end, RunEnd::Refused(why) if why.contains("result.outcome")));
+
+        let register = v1::HostMessage {
+            message: Some(FromHost::Register(v1::Register::default())),
+        };
+        assert!(event_from_proto(register).is_err());
+        assert_eq!(
+            event_from_proto(v1::HostMessage { message: None }),
+            Ok(None)
+        );
+        assert!(registration_from_proto(v1::Register::default()).is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! `vauban.v1.Modules`: uploading signed modules and looking them up.
+
+use tonic::{Request, Response, Status, Streaming};
+use vauban_core::{ModuleDigest, ModuleKind};
+use vauban_proto::convert::InvalidField;
+use vauban_proto::v1;
+
+use crate::module::{ModuleRecord, ModuleRegistry};
+
+/// Serves the module registry.
+#[derive(Clone, Debug)]
+pub(crate) struct ModulesService {
+    registry: ModuleRegistry,
+}
+
+impl ModulesService {
+    pub(crate) fn new(registry: ModuleRegistry) -> Self {
+        Self { registry }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::modules_server::Modules for ModulesService {
+    async fn upload_module(
+        &self,
+        request: Request<Streaming<v1::UploadModuleRequest>>,
+    ) -> Result<Response<v1::ModuleInfo>, Status> {
+        let mut chunks = request.into_inner();
+        let mut upload = self.registry.upload();
+        let mut name = None;
+        while let Some(v1::UploadModuleRequest { chunk, name: given }) = chunks.message().await? {
+            // Only the first message names the module.
+            name.get_or_insert(given);
+            upload.push(&chunk)?;
+        }
+        let record = self
+            .registry
+            .admit(name.unwrap_or_default(), upload.into_bytes())
+            .await?;
+        Ok(Response::new(module_to_proto(record)))
+    }
+
+    async fn get_module(
+        &self,
+        request: Request<v1::GetModuleRequest>,
+    ) -> Result<Response<v1::ModuleInfo>, Status> {
+        let v1::GetModuleRequest { digest } = request.into_inner();
+        let digest = parse_digest("digest", &digest)?;
+        match self.registry.get(digest).await? {
+            Some(record) => Ok(Response::new(module_to_proto(record))),
+            None => Err(Status::not_found(format!(
+                "module {digest} is not uploaded"
+            ))),
+        }
+    }
+
+    async fn list_modules(
+        &self,
+        request: Request<v1::ListModulesRequest>,
+    ) -> Result<Response<v1::ListModulesResponse>, Status> {
+        let v1::ListModulesRequest {} = request.into_inner();
+        let modules = self.registry.list().await?;
+        Ok(Response::new(v1::ListModulesResponse {
+            modules: modules.into_iter().map(module_to_proto).collect(),
+        }))
+    }
+}
+
+/// A `sha256:<hex>` field.
+pub(super) fn parse_digest(field: &str, text: &str) -> Result<ModuleDigest, InvalidField> {
+    text.parse().map_err(|_| {
+        InvalidField::new(field, format!("{text:?} is not sha256:<64 hex characters>"))
+    })
+}
+
+fn module_to_proto(record: ModuleRecord) -> v1::ModuleInfo {
+    let ModuleRecord {
+        digest,
+        name,
+        kind,
+        size_bytes,
+        signers,
+        uploaded_at_ms,
+    } = record;
+    v1::ModuleInfo {
+        digest: digest.to_string(),
+        name,
+        kind: match kind {
+            ModuleKind::CoreModule => "core_module",
+            ModuleKind::Component => "component",
+        }
+        .to_owned(),
+        size_bytes,
+        signers: signers.iter().map(ToString::to_string).collect(),
+        uploaded_at_ms,
+    }
+}
