@@ -30,10 +30,27 @@ enum Command {
     Verify(commands::verify::VerifyArgs),
     /// Run a signed module locally in the sandbox, with exactly the capabilities given.
     Exec(Box<commands::exec::ExecArgs>),
+    /// Run a scheduler and hosts in one process, with a generated development key.
+    Dev(commands::dev::DevArgs),
+    /// Run a module through the scheduler: upload, submit, stream output, exit with its code.
+    Run(Box<commands::run::RunArgs>),
+    /// Inspect, list, cancel jobs and read their output.
+    #[command(subcommand)]
+    Job(commands::job::JobCommand),
+    /// The hosts the scheduler knows.
+    #[command(subcommand)]
+    Node(commands::node::NodeCommand),
+    /// Upload and list signed modules.
+    #[command(subcommand)]
+    Module(commands::module::ModuleCommand),
+    /// Run the scheduler (control plane).
+    Scheduler(commands::scheduler::SchedulerArgs),
+    /// Run a host agent that connects to a scheduler.
+    Host(Box<commands::host::HostArgs>),
 }
 
 /// Exit code when vauban itself fails (bad input, refused module), as opposed to the guest.
-const EXIT_VAUBAN_ERROR: u8 = 125;
+pub(crate) const EXIT_VAUBAN_ERROR: u8 = 125;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -49,6 +66,13 @@ fn main() -> ExitCode {
         Command::Sign(args) => commands::sign::run(args),
         Command::Verify(args) => commands::verify::run(args),
         Command::Exec(args) => commands::exec::run(*args),
+        Command::Dev(args) => block_on(commands::dev::run(args)),
+        Command::Run(args) => block_on(commands::run::run(*args)),
+        Command::Job(cmd) => block_on(commands::job::run(cmd)),
+        Command::Node(cmd) => block_on(commands::node::run(cmd)),
+        Command::Module(cmd) => block_on(commands::module::run(cmd)),
+        Command::Scheduler(args) => block_on(commands::scheduler::run(args)),
+        Command::Host(args) => block_on(commands::host::run(*args)),
     };
     match result {
         Ok(code) => code,
@@ -57,4 +81,14 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_VAUBAN_ERROR)
         }
     }
+}
+
+/// Runs an async command on a multi-threaded runtime. (`exec` builds its own.)
+fn block_on(
+    command: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(command)
 }

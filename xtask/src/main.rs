@@ -3,10 +3,11 @@
 //! - `demo`: the README's main command: keys, signing, and sandboxed runs of the samples.
 //! - `test`: the README's test command and what CI runs: set-up, samples, fmt, clippy, tests.
 //! - `build-samples`: build every guest in `samples/` for wasm32-wasip1 and wasm32-wasip2, once.
-//! - `bench`: runtime benchmarks (instantiate+run+teardown, compile and cache-load times).
+//! - `bench`: benchmarks: the runtime (instantiate+run+teardown, compile against cache load)
+//!   and the control plane (end-to-end job latency and throughput against the raw runtime).
 //!
-//! Each command installs what it needs (the wasm targets through rustup) so that a fresh
-//! machine needs nothing else.
+//! Each command installs what it needs (the wasm targets through rustup; for the tests, Python's
+//! grpcio-tools through pip) so that a fresh machine needs nothing else.
 
 #![forbid(unsafe_code)]
 
@@ -93,8 +94,29 @@ fn build_samples(root: &Path) -> anyhow::Result<()> {
         .current_dir(root.join("samples")))
 }
 
+/// Installs grpcio-tools for the test that drives the scheduler from a Python client generated
+/// from `proto/`.
+fn ensure_python_grpc() -> anyhow::Result<()> {
+    let present = Command::new("python3")
+        .args(["-c", "import grpc_tools, grpc"])
+        .status()
+        .context("running python3 (the cross-language client test needs it)")?;
+    if !present.success() {
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "grpcio-tools>=1.60",
+        ]))?;
+    }
+    Ok(())
+}
+
 fn test(root: &Path) -> anyhow::Result<()> {
     build_samples(root)?;
+    ensure_python_grpc()?;
     run(cargo().args(["fmt", "--all", "--check"]).current_dir(root))?;
     run(cargo()
         .args(["fmt", "--all", "--check"])
@@ -118,13 +140,6 @@ fn test(root: &Path) -> anyhow::Result<()> {
 fn bench(root: &Path) -> anyhow::Result<()> {
     build_samples(root)?;
     run(cargo()
-        .args([
-            "bench",
-            "--locked",
-            "-p",
-            "vauban-tests",
-            "--bench",
-            "runtime",
-        ])
+        .args(["bench", "--locked", "-p", "vauban-tests", "--benches"])
         .current_dir(root))
 }

@@ -1,7 +1,18 @@
 //! One module per subcommand.
 
+pub(crate) mod caps;
+pub(crate) mod client;
+pub(crate) mod dev;
 pub(crate) mod exec;
+pub(crate) mod host;
+pub(crate) mod job;
 pub(crate) mod key;
+pub(crate) mod module;
+pub(crate) mod node;
+pub(crate) mod report;
+pub(crate) mod run;
+pub(crate) mod scheduler;
+pub(crate) mod serve;
 pub(crate) mod sign;
 pub(crate) mod verify;
 

@@ -1,0 +1,105 @@
+//! The capability flags shared by `vauban exec` (local) and `vauban run` (through the scheduler).
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use vauban_core::{Capabilities, DirGrant, Limits};
+
+/// Everything a guest may be granted, one flag per capability. Nothing else is granted.
+#[derive(Debug, Args)]
+pub(crate) struct CapabilityArgs {
+    /// Arguments for the guest, after `--`.
+    #[arg(last = true)]
+    trailing_args: Vec<String>,
+    /// An argument for the guest (repeatable; placed before those after `--`).
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// An environment variable for the guest, KEY=VALUE (repeatable). Nothing is inherited.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// A host directory for the guest, HOST:GUEST[:ro|rw] (repeatable; read-only by default).
+    /// A relative HOST path is taken from the current directory.
+    #[arg(long = "dir", value_name = "HOST:GUEST[:ro|rw]")]
+    dirs: Vec<DirGrant>,
+    /// A TCP/UDP destination the guest may connect to, ADDR:PORT (repeatable). Default: none.
+    #[arg(long = "allow-net", value_name = "ADDR:PORT")]
+    allow_net: Vec<SocketAddr>,
+    /// Linear memory limit, e.g. 64MiB.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    memory: bytesize::ByteSize,
+    /// Wall-clock limit, e.g. 500ms, 30s, 2m.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Fuel budget (deterministic CPU units); unmetered if not given.
+    #[arg(long, value_name = "UNITS")]
+    fuel: Option<u64>,
+    /// File whose bytes are the guest's stdin ("-" reads vauban's own stdin). Default: empty.
+    #[arg(long, value_name = "FILE")]
+    stdin: Option<PathBuf>,
+    /// Bytes kept per output stream; the rest is dropped and counted.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB")]
+    output_limit: bytesize::ByteSize,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+impl CapabilityArgs {
+    /// The memory limit asked for, in bytes.
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        self.memory.as_u64()
+    }
+
+    /// The capabilities, with relative directory paths made absolute against `cwd`.
+    pub(crate) fn capabilities(&self, cwd: &Path) -> Capabilities {
+        Capabilities {
+            args: self
+                .args
+                .iter()
+                .chain(&self.trailing_args)
+                .cloned()
+                .collect(),
+            env: self.env.clone(),
+            dirs: self
+                .dirs
+                .iter()
+                .map(|d| DirGrant {
+                    host: cwd.join(&d.host),
+                    ..d.clone()
+                })
+                .collect(),
+            network: self.allow_net.clone(),
+            limits: Limits {
+                memory_bytes: self.memory.as_u64(),
+                timeout: self.timeout,
+                fuel: self.fuel,
+                output_bytes: self.output_limit.as_u64(),
+            },
+        }
+    }
+
+    /// The guest's stdin bytes.
+    pub(crate) fn stdin_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        match &self.stdin {
+            None => Ok(Vec::new()),
+            Some(p) if p.as_os_str() == "-" => {
+                let mut buf = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut buf)
+                    .context("reading stdin")?;
+                Ok(buf)
+            }
+            Some(p) => {
+                std::fs::read(p).with_context(|| format!("reading stdin file {}", p.display()))
+            }
+        }
+    }
+}

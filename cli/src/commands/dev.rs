@@ -1,0 +1,131 @@
+//! `vauban dev`: the zero-setup default — a scheduler and hosts in one process, with the
+//! embedded store and a generated development key that the scheduler and hosts trust.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio_util::task::TaskTracker;
+use vauban_core::{SecretKey, TrustStore};
+use vauban_host::AgentConfig;
+use vauban_scheduler::SchedulerConfig;
+
+/// Labels of the development hosts, in order: each gets its own zone and tier.
+const ZONES: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
+
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// Address to serve gRPC on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: String,
+    /// How many hosts to run in the process.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4))]
+    hosts: u32,
+    /// Jobs each host runs at once.
+    #[arg(long, default_value_t = 4)]
+    slots: u32,
+    /// Where state, keys, modules and compiled code go.
+    #[arg(long, default_value = ".vauban/dev")]
+    data_dir: PathBuf,
+    /// More trusted publisher keys, beside the generated development key (repeatable).
+    #[arg(long, value_delimiter = ',')]
+    trust: Vec<PathBuf>,
+    /// A host directory under which jobs may be given directories (repeatable). Default: the
+    /// current directory.
+    #[arg(long = "allow-root", value_name = "PATH")]
+    allow_roots: Vec<PathBuf>,
+}
+
+pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    let cwd = std::env::current_dir()?;
+    let data_dir = cwd.join(&args.data_dir);
+    let key_path = data_dir.join("keys/dev.key");
+    let key = dev_key(&key_path)?;
+    let mut keys = vec![key.public_key().clone()];
+    if !args.trust.is_empty() {
+        keys.extend_from_slice(super::load_trust(&args.trust)?.keys());
+    }
+    let trust = TrustStore::new(keys);
+    let roots: Vec<PathBuf> = if args.allow_roots.is_empty() {
+        vec![cwd.clone()]
+    } else {
+        args.allow_roots.iter().map(|r| cwd.join(r)).collect()
+    };
+
+    let listener = super::serve::bind(&args.listen).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = super::serve::shutdown_on_signal()?;
+    let tasks = TaskTracker::new();
+    let config = SchedulerConfig::new(data_dir.join("scheduler"), trust.clone());
+    let scheduler = tasks.spawn(vauban_scheduler::serve(listener, config, shutdown.clone()));
+
+    for (i, zone) in ZONES.iter().enumerate().take(args.hosts as usize) {
+        let node_id = format!("dev-{}", i + 1);
+        let host_dir = data_dir.join(&node_id);
+        let runtime = super::serve::host_runtime(
+            &host_dir,
+            trust.clone(),
+            roots.clone(),
+            args.slots,
+            4 << 30,
+        )?;
+        let mut agent = AgentConfig::new(
+            format!("http://{addr}"),
+            node_id.clone(),
+            host_dir.join("modules"),
+        );
+        agent.slots = args.slots;
+        agent.memory_bytes = 4 << 30;
+        agent.labels = [
+            ("zone".to_owned(), (*zone).to_owned()),
+            (
+                "tier".to_owned(),
+                if i == 0 { "core" } else { "edge" }.to_owned(),
+            ),
+        ]
+        .into();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = vauban_host::run_agent(agent, runtime, stop).await {
+                tracing::error!(node = %node_id, "host agent stopped: {error:#}");
+            }
+        });
+    }
+    tasks.close();
+
+    println!("vauban dev: scheduler listening on http://{addr}");
+    println!(
+        "vauban dev: {} hosts (dev-1 zone=alpha tier=core, dev-2 zone=bravo tier=edge, ...)",
+        args.hosts
+    );
+    println!(
+        "vauban dev: sign modules with `vauban sign --key {}`",
+        key_path.strip_prefix(&cwd).unwrap_or(&key_path).display()
+    );
+    println!("vauban dev: ready");
+    tasks.wait().await;
+    scheduler.await.context("scheduler task")??;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The development key, generated on first use and kept owner-only.
+fn dev_key(path: &Path) -> anyhow::Result<SecretKey> {
+    if path.exists() {
+        return Ok(SecretKey::from_file(path)?);
+    }
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().context("key path has a parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = SecretKey::generate();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(key.to_pem().as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(path.with_extension("pub"), key.public_key().to_pem())?;
+    Ok(key)
+}

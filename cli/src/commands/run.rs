@@ -1,0 +1,147 @@
+//! `vauban run`: upload a module if the scheduler lacks it, submit a job, stream its output,
+//! and exit with the guest's exit code — a remote `vauban exec`.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use vauban_proto::v1::{self, jobs_client::JobsClient};
+
+use super::caps::CapabilityArgs;
+use super::client::{ClientArgs, Format, is_terminal, job_json, outcome, state_name, status};
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The signed module (wasm32-wasip1) or component (wasm32-wasip2) to run.
+    module: PathBuf,
+    #[command(flatten)]
+    caps: CapabilityArgs,
+    /// Run only on nodes with this label, KEY=VALUE (repeatable).
+    #[arg(long = "label-selector", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// A name for the job (default: the module's file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Submit and print the job id without waiting for the result.
+    #[arg(long, conflicts_with = "follow")]
+    detach: bool,
+    /// Stream the guest's output as it is written (the default; kept for explicitness).
+    #[arg(long)]
+    follow: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let cwd = std::env::current_dir()?;
+    let bytes = super::read_module(&args.module)?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| super::module::file_name(&args.module));
+    let channel = args.client.connect().await?;
+    let module = super::module::upload(channel.clone(), bytes, name.clone()).await?;
+    let spec = v1::JobSpec {
+        name,
+        module_digest: module.digest,
+        capabilities: Some(args.caps.capabilities(&cwd).into()),
+        stdin: args.caps.stdin_bytes()?,
+        label_selector: args.labels.iter().cloned().collect::<HashMap<_, _>>(),
+    };
+    let mut jobs = JobsClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let job = jobs
+        .submit_job(v1::SubmitJobRequest { spec: Some(spec) })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if args.detach {
+        match args.client.output {
+            Format::Json => println!("{}", job_json(&job)),
+            Format::Table => println!("{}", job.id),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow(&mut jobs, &job.id, args.client.output).await
+}
+
+/// Watches a job to its end, printing output as it arrives, and returns the exit code that
+/// stands for how it ended.
+pub(crate) async fn follow(
+    jobs: &mut JobsClient<tonic::transport::Channel>,
+    id: &str,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let mut events = jobs
+        .watch_job(v1::WatchJobRequest { id: id.to_owned() })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut last = None;
+    while let Some(event) = events.message().await.map_err(status)? {
+        match event.event {
+            Some(v1::job_event::Event::Output(chunk)) => {
+                if chunk.stream == v1::output_chunk::Stream::Stderr as i32 {
+                    std::io::stderr().write_all(&chunk.data)?;
+                } else {
+                    std::io::stdout().write_all(&chunk.data)?;
+                    std::io::stdout().flush()?;
+                }
+            }
+            Some(v1::job_event::Event::Job(job)) => {
+                let done = is_terminal(job.state);
+                last = Some(job);
+                if done {
+                    break;
+                }
+            }
+            None => {}
+        }
+    }
+    let Some(job) = last else {
+        anyhow::bail!("the scheduler ended the watch of job {id} without a state");
+    };
+    if format == Format::Json {
+        println!("{}", job_json(&job));
+    }
+    let (ended, code) = match outcome(&job) {
+        Some(outcome) => (outcome.to_string(), super::report::exit_code(&outcome)),
+        None if is_terminal(job.state) => (
+            format!("{}: {}", state_name(job.state), job.message),
+            ExitCode::from(crate::EXIT_VAUBAN_ERROR),
+        ),
+        None => (
+            format!("watch ended while {}", state_name(job.state)),
+            ExitCode::from(crate::EXIT_VAUBAN_ERROR),
+        ),
+    };
+    let mut parts = vec![
+        ended,
+        format!("job {}", job.id),
+        format!("node {}", job.node_id),
+    ];
+    if let Some(result) = &job.result {
+        parts.push(format!(
+            "ran {:.1?}",
+            std::time::Duration::from_micros(result.run_time_us)
+        ));
+        if result.stdout_dropped > 0 {
+            parts.push(format!(
+                "stdout truncated ({} bytes dropped)",
+                result.stdout_dropped
+            ));
+        }
+    }
+    eprintln!("vauban: {}", parts.join(" · "));
+    Ok(code)
+}

@@ -1,0 +1,203 @@
+//! End-to-end job latency and throughput through the control plane, side by side with the raw
+//! runtime, run with `cargo xtask bench`.
+//!
+//! A real scheduler and one real host agent (in this process, talking gRPC over loopback)
+//! run a trivial job (`hello`, a preview 1 module) submitted by a gRPC client that waits for
+//! each result with `WatchJob`; the raw figure is instantiate+run of the same loaded module
+//! on a runtime without the control plane. Both at concurrency 1 and 16.
+
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use vauban_host::{AgentConfig, RunRequest, Runtime, RuntimeConfig};
+use vauban_proto::v1::{self, jobs_client::JobsClient, modules_client::ModulesClient};
+use vauban_scheduler::SchedulerConfig;
+use vauban_tests::{Publisher, Target, caps};
+
+const JOBS: usize = 400;
+const SLOTS: u32 = 16;
+
+fn main() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    tokio.block_on(bench());
+}
+
+async fn bench() {
+    let publisher = Publisher::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let module = publisher.signed("hello", Target::P1);
+    let shutdown = CancellationToken::new();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    let config = SchedulerConfig::new(dir.path().join("scheduler"), publisher.trust());
+    let scheduler = tokio::spawn(vauban_scheduler::serve(listener, config, shutdown.clone()));
+
+    let runtime = new_runtime(&publisher, &dir.path().join("cache"));
+    let mut agent = AgentConfig::new(&addr, "bench", dir.path().join("modules"));
+    agent.slots = SLOTS;
+    let host = tokio::spawn(vauban_host::run_agent(agent, runtime, shutdown.clone()));
+
+    let channel = Channel::from_shared(addr)
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let upload = v1::UploadModuleRequest {
+        chunk: module.clone(),
+        name: "hello".into(),
+    };
+    let digest = ModulesClient::new(channel.clone())
+        .upload_module(tokio_stream::iter([upload]))
+        .await
+        .expect("upload")
+        .into_inner()
+        .digest;
+    // Warm up: the host fetches and compiles the module once.
+    for _ in 0..20 {
+        one_job(&channel, &digest).await;
+    }
+
+    let raw = new_runtime(&publisher, &dir.path().join("raw-cache"));
+    let loaded = raw.load(&module).expect("load");
+
+    println!(
+        "{:<34} {:>6} {:>10} {:>10} {:>12}",
+        "path", "conc.", "p50", "p99", "jobs/s"
+    );
+    for concurrency in [1, 16] {
+        let (lat, rate) = measure(concurrency, {
+            let channel = channel.clone();
+            let digest = digest.clone();
+            move || {
+                let channel = channel.clone();
+                let digest = digest.clone();
+                async move { one_job(&channel, &digest).await }
+            }
+        })
+        .await;
+        row(
+            "client→scheduler→host→result",
+            concurrency,
+            lat.clone(),
+            rate,
+        );
+        let (raw_lat, raw_rate) = measure(concurrency, {
+            let raw = raw.clone();
+            let loaded = loaded.clone();
+            move || {
+                let raw = raw.clone();
+                let loaded = loaded.clone();
+                async move {
+                    let request = RunRequest {
+                        capabilities: caps(),
+                        ..RunRequest::default()
+                    };
+                    let report = raw.run(&loaded, request, &CancellationToken::new()).await;
+                    assert!(report.outcome.is_success());
+                }
+            }
+        })
+        .await;
+        row(
+            "raw runtime (instantiate+run)",
+            concurrency,
+            raw_lat.clone(),
+            raw_rate,
+        );
+        let overhead = percentile(&lat, 0.5).saturating_sub(percentile(&raw_lat, 0.5));
+        println!("control plane adds {overhead:.1?} at p50 (concurrency {concurrency})");
+    }
+
+    shutdown.cancel();
+    let _ = host.await;
+    let _ = scheduler.await;
+}
+
+fn new_runtime(publisher: &Publisher, cache: &std::path::Path) -> Runtime {
+    let mut config = RuntimeConfig::new(cache);
+    config.trust = publisher.trust();
+    config.max_instances = SLOTS;
+    config.max_memory_bytes = 1 << 30;
+    Runtime::new(config).expect("runtime")
+}
+
+async fn one_job(channel: &Channel, digest: &str) {
+    let mut jobs = JobsClient::new(channel.clone());
+    let spec = v1::JobSpec {
+        name: "bench".into(),
+        module_digest: digest.into(),
+        capabilities: Some(caps().into()),
+        ..Default::default()
+    };
+    let job = jobs
+        .submit_job(v1::SubmitJobRequest { spec: Some(spec) })
+        .await
+        .expect("submit")
+        .into_inner();
+    let mut events = jobs
+        .watch_job(v1::WatchJobRequest { id: job.id })
+        .await
+        .expect("watch")
+        .into_inner();
+    while let Some(event) = events.message().await.expect("event") {
+        if let Some(v1::job_event::Event::Job(job)) = event.event
+            && job.state == v1::JobState::Completed as i32
+        {
+            return;
+        }
+    }
+    panic!("job did not complete");
+}
+
+/// Runs JOBS calls of `job` with at most `concurrency` in flight; returns each call's latency
+/// and the overall rate.
+async fn measure<F, Fut>(concurrency: usize, job: F) -> (Vec<Duration>, f64)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(concurrency));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(JOBS);
+    for _ in 0..JOBS {
+        let permit = Arc::clone(&limit).acquire_owned().await.expect("semaphore");
+        let fut = job();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            fut.await;
+            drop(permit);
+            t.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(JOBS);
+    for task in tasks {
+        latencies.push(task.await.expect("task"));
+    }
+    let rate = JOBS as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    (latencies, rate)
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn row(path: &str, concurrency: usize, sorted: Vec<Duration>, rate: f64) {
+    println!(
+        "{path:<34} {concurrency:>6} {:>10} {:>10} {:>12.0}",
+        format!("{:.2?}", percentile(&sorted, 0.5)),
+        format!("{:.2?}", percentile(&sorted, 0.99)),
+        rate
+    );
+}
