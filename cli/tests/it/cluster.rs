@@ -41,14 +41,13 @@ struct Scheduler {
 
 /// Starts `vauban scheduler` on a free port and returns once it listens.
 fn start_scheduler(ws: &Workspace, data_dir: &str, trust: &str) -> Scheduler {
+    start_scheduler_on(ws, "127.0.0.1:0", data_dir, trust)
+}
+
+/// Starts `vauban scheduler` on `listen` and returns once it listens.
+fn start_scheduler_on(ws: &Workspace, listen: &str, data_dir: &str, trust: &str) -> Scheduler {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vauban"))
-        .args([
-            "scheduler",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir,
-        ])
+        .args(["scheduler", "--listen", listen, "--data-dir", data_dir])
         .args([
             "--trust",
             trust,
@@ -354,10 +353,10 @@ async fn bad_modules_are_refused_at_upload_and_by_the_host() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_restarted_scheduler_still_knows_its_jobs_and_results() {
+async fn a_restarted_scheduler_still_knows_its_jobs_and_its_hosts_reconnect() {
     let ws = Workspace::new();
     let scheduler = start_scheduler(&ws, "sched", "trust");
-    let host = start_host(&ws, &scheduler, "n1", &[], 2, "trust");
+    let _host = start_host(&ws, &scheduler, "n1", &[], 2, "trust");
     let channel_before = channel(&scheduler).await;
     let module = upload(&channel_before, &sample(&ws, "hello", Target::P1))
         .await
@@ -368,10 +367,11 @@ async fn a_restarted_scheduler_still_knows_its_jobs_and_results() {
     )
     .await;
     let before = finished(&channel_before, &job.id).await;
-    drop(host);
+    let listen = scheduler.addr.trim_start_matches("http://").to_owned();
     scheduler.process.kill();
 
-    let restarted = start_scheduler(&ws, "sched", "trust");
+    // Same data directory, same address: the host, still running, reconnects by itself.
+    let restarted = start_scheduler_on(&ws, &listen, "sched", "trust");
     let channel = channel(&restarted).await;
     let after = JobsClient::new(channel.clone())
         .get_job(v1::GetJobRequest { id: job.id.clone() })
@@ -381,13 +381,18 @@ async fn a_restarted_scheduler_still_knows_its_jobs_and_results() {
     assert_eq!(after.state, v1::JobState::Completed as i32);
     assert_eq!(stdout(&after), "hello, durable!\n");
     assert_eq!(after.result, before.result);
-    let modules = ModulesClient::new(channel)
+    let modules = ModulesClient::new(channel.clone())
         .list_modules(v1::ListModulesRequest {})
         .await
         .expect("list")
         .into_inner()
         .modules;
     assert!(modules.iter().any(|m| m.digest == module.digest));
+
+    let again = submit(&channel, spec(&module.digest, &["--name", "again"], &[])).await;
+    let done = finished(&channel, &again.id).await;
+    assert_eq!(stdout(&done), "hello, again!\n");
+    assert_eq!(done.node_id, "n1", "the same host, reconnected");
 }
 
 #[tokio::test(flavor = "multi_thread")]
