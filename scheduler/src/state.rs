@@ -7,11 +7,33 @@
 //! result and the loss of its node, are handled one after the other.
 //!
 //! Every change that must survive a restart is committed to the store before anyone hears of
-//! it: a client's reply, an assignment sent to a host, an event sent to a watcher. The task
-//! waits for each commit (on tokio's blocking pool, see [`crate::store`]); commands arriving in
-//! the meantime queue in the channel.
+//! it: a client's reply, an assignment sent to a host, an event sent to a watcher. A commit
+//! costs an fsync, so the task commits in groups: it takes every command already waiting in its
+//! channel (up to [`MAX_BATCH`]), applies them to memory one after the other, runs one
+//! scheduling pass, writes every resulting job change in one transaction, waits for that commit
+//! (on tokio's blocking pool, see [`crate::store`]), and only then sends the replies,
+//! assignments and watcher events of the batch, in order. Commands arriving meanwhile queue in
+//! the channel and make the next batch. A job submitted when a node has room is therefore
+//! written once, already running as its first attempt, in the transaction that accepts it.
+//!
+//! Memory runs ahead of the store within a batch, never ahead of what anyone is told:
+//!
+//! - What the batch changed is not shown before it is committed. A read that would see it (a
+//!   lookup or watch of a job the batch touches, a listing) first commits the batch; other
+//!   reads describe committed state, and their replies too wait for the batch, so that a reply
+//!   still comes after everything sent before it took effect.
+//! - Commands that are rare and change nodes or many jobs at once (cancel, registration,
+//!   disconnection, heartbeat, tick) settle the batch first (scheduling pass, commit, replies)
+//!   and are then handled, committed and followed by a scheduling pass on their own, exactly as
+//!   without batching. A second result for a job the batch touches settles the batch first
+//!   too: each job changes at most once per batch, which keeps undoing simple.
+//! - If the commit fails, the batch is undone in memory, change by change in reverse, and each
+//!   command gets what a failed commit meant for it alone: a submit is refused with the error,
+//!   a result is not recorded (its slot stays taken, so the job is requeued once the host stops
+//!   listing it), an assignment is not made (the job stays pending). Nothing is acknowledged.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +49,7 @@ use crate::node::{
     Occupancy, Registration, RunningAttempt, ToHost,
 };
 use crate::placement::{self, NodeView, Requirements};
-use crate::store::{Store, StoreError};
+use crate::store::{JobWrite, Store, StoreError};
 
 #[cfg(test)]
 mod tests;
@@ -35,6 +57,10 @@ mod tests;
 /// Commands waiting for the state task. Senders wait when it is full, which slows hosts and
 /// clients down instead of growing memory.
 const COMMAND_QUEUE: usize = 1024;
+
+/// Commands taken from the channel at once, and committed together. Bounds how long the first
+/// of them waits for its reply behind the others' in-memory work (microseconds each).
+const MAX_BATCH: usize = 256;
 
 /// Events buffered per watcher. A watcher that falls further behind loses output chunks (they
 /// are live only) and, if a state change does not fit either, its stream is closed.
@@ -56,8 +82,15 @@ pub(crate) enum SchedulerError {
     ModuleNotUploaded(ModuleDigest),
     #[error("scheduler is shutting down")]
     ShuttingDown,
+    /// Shared: one failed group commit fails every submit of its batch.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(Arc<StoreError>),
+}
+
+impl From<StoreError> for SchedulerError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(Arc::new(e))
+    }
 }
 
 type Reply<T> = oneshot::Sender<Result<T, SchedulerError>>;
@@ -262,9 +295,11 @@ pub(crate) async fn start(
         queue,
         nodes: BTreeMap::new(),
         watchers: HashMap::new(),
+        modules: HashSet::new(),
         next_connection: 0,
         closing: false,
         dirty: true,
+        batch: Batch::default(),
     };
     let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
     let task = tokio::spawn(
@@ -331,11 +366,73 @@ struct State {
     nodes: BTreeMap<NodeId, Node>,
     /// Open watches of non-terminal jobs.
     watchers: HashMap<JobId, Vec<mpsc::Sender<WatchEvent>>>,
+    /// Modules known to be stored. Modules are never removed, so once seen a module need not
+    /// be looked up again for every job.
+    modules: HashSet<ModuleDigest>,
     next_connection: ConnectionId,
     /// Shutting down: host streams and watches are closed and no new ones are opened.
     closing: bool,
     /// The queue or the capacity changed since the last scheduling pass.
     dirty: bool,
+    /// What the commands handled since the last commit changed, and owe.
+    batch: Batch,
+}
+
+/// The uncommitted part of the state: the job changes to write, how to undo them in memory,
+/// and what to tell whom once they are committed.
+#[derive(Default)]
+struct Batch {
+    /// The latest record of each job changed, to write; a job appears once.
+    writes: HashMap<JobId, JobWrite>,
+    /// How to put memory back, in the order the changes were made.
+    undo: Vec<Undo>,
+    /// What to send after the commit, in the order the commands came.
+    effects: Vec<Effect>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.undo.is_empty() && self.effects.is_empty()
+    }
+
+    /// True when the batch changed this job.
+    fn touches(&self, id: &JobId) -> bool {
+        self.writes.contains_key(id)
+    }
+}
+
+/// One in-memory change of a batch, as what reverses it.
+enum Undo {
+    /// A job accepted in the batch: forget it.
+    Accepted(JobId),
+    /// A job's record before the batch changed it: put it back.
+    Record(Box<JobRecord>),
+    /// A slot freed by a result: take it again.
+    Freed {
+        node: NodeId,
+        key: (JobId, u32),
+        occupancy: Occupancy,
+    },
+    /// A slot taken by an assignment: free it.
+    Taken { node: NodeId, key: (JobId, u32) },
+}
+
+/// What a batch owes once its commit is done (or has failed).
+enum Effect {
+    /// A reply that describes committed state: sent either way.
+    Answer(Box<dyn FnOnce() + Send + Sync>),
+    /// A submit's reply: the job as accepted, or the commit's error.
+    Accepted {
+        job: Box<JobRecord>,
+        reply: Reply<JobRecord>,
+    },
+    /// A result recorded: watchers are told.
+    Finished { job: Box<JobRecord>, node: NodeId },
+    /// An assignment made: the host is sent it and watchers are told.
+    Assigned {
+        job: Box<JobRecord>,
+        assignment: Box<Assignment>,
+    },
 }
 
 impl State {
@@ -345,37 +442,54 @@ impl State {
         closing: CancellationToken,
         stop: CancellationToken,
     ) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
-            if self.dirty {
-                self.schedule().await;
-            }
+            self.settle().await;
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
                 () = closing.cancelled(), if !self.closing => self.close_streams(),
-                command = commands.recv() => match command {
-                    Some(command) => self.handle(command).await,
-                    None => break,
-                },
+                received = commands.recv_many(&mut batch, MAX_BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    for command in batch.drain(..) {
+                        self.handle(command).await;
+                    }
+                }
             }
         }
         debug!("scheduler state task stopped");
     }
 
+    /// Runs the scheduling pass if anything changed, then commits the batch and sends what it
+    /// owes. Afterwards memory is committed state again.
+    async fn settle(&mut self) {
+        if self.dirty {
+            self.schedule();
+        }
+        self.flush().await;
+    }
+
     async fn handle(&mut self, command: Command) {
         match command {
-            Command::Submit { spec, reply } => {
-                let _ = reply.send(self.submit(spec).await);
-            }
+            Command::Submit { spec, reply } => self.submit(spec, reply).await,
             Command::Get { id, reply } => {
+                if self.batch.touches(&id) {
+                    self.settle().await;
+                }
                 let job = self.jobs.get(&id).cloned();
-                let _ = reply.send(job.ok_or(SchedulerError::JobNotFound(id)));
+                let job = job.ok_or(SchedulerError::JobNotFound(id));
+                self.answer(move || {
+                    let _ = reply.send(job);
+                });
             }
             Command::List {
                 state,
                 limit,
                 reply,
             } => {
+                self.settle().await;
                 let jobs = self
                     .jobs
                     .values()
@@ -387,17 +501,27 @@ impl State {
                 let _ = reply.send(jobs);
             }
             Command::Cancel { id, reply } => {
+                self.settle().await;
                 let _ = reply.send(self.cancel(id).await);
+                self.settle().await;
             }
             Command::Watch { id, reply } => {
-                let _ = reply.send(self.watch(id));
+                if self.batch.touches(&id) {
+                    self.settle().await;
+                }
+                let events = self.watch(id);
+                self.answer(move || {
+                    let _ = reply.send(events);
+                });
             }
             Command::NodeConnected {
                 registration,
                 outbound,
                 reply,
             } => {
+                self.settle().await;
                 let _ = reply.send(self.node_connected(registration, outbound));
+                self.settle().await;
             }
             Command::NodeMessage {
                 node,
@@ -405,6 +529,7 @@ impl State {
                 event,
             } => self.node_message(node, connection, event).await,
             Command::NodeDisconnected { node, connection } => {
+                self.settle().await;
                 let current = self
                     .nodes
                     .get(&node)
@@ -413,27 +538,76 @@ impl State {
                 if current {
                     self.node_down(node, "its stream ended").await;
                 }
+                self.settle().await;
             }
             Command::ListNodes { reply } => {
+                self.settle().await;
                 let _ = reply.send(self.nodes.values().map(Node::summary).collect());
             }
-            Command::Tick => self.tick().await,
+            Command::Tick => {
+                self.settle().await;
+                self.tick().await;
+                self.settle().await;
+            }
         }
     }
 
-    async fn submit(&mut self, spec: JobSpec) -> Result<JobRecord, SchedulerError> {
-        let module = spec.module;
-        if self.store.call(move |s| s.module(&module)).await?.is_none() {
-            return Err(SchedulerError::ModuleNotUploaded(module));
+    /// Sends a reply that describes committed state: now, unless replies of earlier commands
+    /// wait for the commit, in which case it waits with them to keep their order.
+    fn answer(&mut self, send: impl FnOnce() + Send + Sync + 'static) {
+        if self.batch.effects.is_empty() {
+            send();
+        } else {
+            self.batch.effects.push(Effect::Answer(Box::new(send)));
+        }
+    }
+
+    /// Accepts a job into the batch; it is acknowledged once the batch is committed.
+    async fn submit(&mut self, spec: JobSpec, reply: Reply<JobRecord>) {
+        match self.module_stored(spec.module).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let refused = SchedulerError::ModuleNotUploaded(spec.module);
+                self.answer(move || {
+                    let _ = reply.send(Err(refused));
+                });
+                return;
+            }
+            Err(e) => {
+                self.answer(move || {
+                    let _ = reply.send(Err(e.into()));
+                });
+                return;
+            }
         }
         let job = JobRecord::new(JobId::generate(), spec, crate::now_ms());
-        let stored = job.clone();
-        self.store.call(move |s| s.insert_job(&stored)).await?;
-        info!(job = %job.id, module = %job.spec.module, "job accepted");
+        self.batch.undo.push(Undo::Accepted(job.id.clone()));
+        self.batch.writes.insert(
+            job.id.clone(),
+            JobWrite {
+                record: job.clone(),
+                new: true,
+            },
+        );
+        self.batch.effects.push(Effect::Accepted {
+            job: Box::new(job.clone()),
+            reply,
+        });
         self.queue.insert(job.id.clone());
-        self.jobs.insert(job.id.clone(), job.clone());
+        self.jobs.insert(job.id.clone(), job);
         self.dirty = true;
-        Ok(job)
+    }
+
+    /// Whether the store holds this module, asked of the store only until it says yes.
+    async fn module_stored(&mut self, module: ModuleDigest) -> Result<bool, StoreError> {
+        if self.modules.contains(&module) {
+            return Ok(true);
+        }
+        let stored = self.store.call(move |s| s.module(&module)).await?.is_some();
+        if stored {
+            self.modules.insert(module);
+        }
+        Ok(stored)
     }
 
     async fn cancel(&mut self, id: JobId) -> Result<JobRecord, SchedulerError> {
@@ -546,14 +720,21 @@ impl State {
             return;
         }
         match event {
-            HostEvent::Heartbeat { running } => self.heartbeat(node_id, &running).await,
+            HostEvent::Heartbeat { running } => {
+                self.settle().await;
+                self.heartbeat(node_id, &running).await;
+                self.settle().await;
+            }
             HostEvent::Output {
                 job,
                 attempt,
                 chunk,
             } => self.output(&node_id, &job, attempt, chunk),
             HostEvent::Finished { job, attempt, end } => {
-                self.finished(node_id, job, attempt, end).await;
+                if self.batch.touches(&job) {
+                    self.settle().await;
+                }
+                self.finished(node_id, job, attempt, end);
             }
         }
     }
@@ -613,7 +794,7 @@ impl State {
 
     /// Records an attempt's end, once: only if the job is running that very attempt on that
     /// node. Anything else (an attempt requeued since, a cancelled job, a duplicate) is stale.
-    async fn finished(&mut self, node_id: NodeId, job_id: JobId, attempt: u32, end: RunEnd) {
+    fn finished(&mut self, node_id: NodeId, job_id: JobId, attempt: u32, end: RunEnd) {
         let Some(node) = self.nodes.get_mut(&node_id) else {
             return;
         };
@@ -631,20 +812,20 @@ impl State {
             info!(node = %node_id, job = %job_id, attempt, "ignoring a stale result: the job no longer runs this attempt");
             return;
         };
-        match self.persist_one(job.finished(end, crate::now_ms())).await {
-            Ok(done) => {
-                info!(job = %job_id, node = %node_id, attempt, state = ?done.state, message = %done.message, "job finished");
-                self.apply(done);
-            }
-            Err(e) => {
-                // Keeping the attempt on the node means it is requeued, and run again, once the
-                // host stops listing it: a result is never recorded twice, but may be lost.
-                error!(error = %e, job = %job_id, "cannot record a result; the job will be requeued");
-                if let Some(node) = self.nodes.get_mut(&node_id) {
-                    node.attempts.insert(key, occupancy);
-                }
-            }
-        }
+        let done = job.finished(end, crate::now_ms());
+        // Undone if the commit fails: keeping the attempt on the node means it is requeued, and
+        // run again, once the host stops listing it. A result is never recorded twice, but may
+        // be lost.
+        self.batch.undo.push(Undo::Freed {
+            node: node_id.clone(),
+            key,
+            occupancy,
+        });
+        self.stage(done.clone());
+        self.batch.effects.push(Effect::Finished {
+            job: Box::new(done),
+            node: node_id,
+        });
     }
 
     async fn tick(&mut self) {
@@ -711,8 +892,8 @@ impl State {
     }
 
     /// Walks the pending jobs oldest first and assigns each that fits a node; the others are
-    /// told why not. Assignments are committed (in one transaction) before they are sent.
-    async fn schedule(&mut self) {
+    /// told why not. Assignments join the batch: committed with it, then sent.
+    fn schedule(&mut self) {
         self.dirty = false;
         let mut views: Vec<NodeView> = self.nodes.values().map(Node::view).collect();
         let mut assigned = Vec::new();
@@ -737,38 +918,155 @@ impl State {
                 Err(why) => job.waiting = Some(why.to_string()),
             }
         }
-        if assigned.is_empty() {
-            return;
-        }
-        let assigned = match self.persist(assigned).await {
-            Ok(assigned) => assigned,
-            Err(e) => {
-                error!(error = %e, "cannot persist assignments; the jobs stay pending");
-                return;
-            }
-        };
         for job in assigned {
-            let Some(node) = job.node.as_ref().and_then(|n| self.nodes.get_mut(n)) else {
+            let Some(node_id) = job.node.clone() else {
                 continue;
             };
+            let Some(node) = self.nodes.get_mut(&node_id) else {
+                continue;
+            };
+            let key = (job.id.clone(), job.attempts);
             node.attempts.insert(
-                (job.id.clone(), job.attempts),
+                key.clone(),
                 Occupancy {
                     memory_bytes: job.spec.capabilities.limits.memory_bytes,
                     cancelled: false,
                     unlisted: 0,
                 },
             );
-            node.send(ToHost::Assign(Box::new(Assignment {
+            self.batch.undo.push(Undo::Taken { node: node_id, key });
+            let assignment = Assignment {
                 job: job.id.clone(),
                 attempt: job.attempts,
                 module: job.spec.module,
                 capabilities: job.spec.capabilities.clone(),
                 stdin: job.spec.stdin.clone(),
                 program: job.spec.program().to_owned(),
-            })));
-            info!(job = %job.id, node = %node.id(), attempt = job.attempts, "job assigned");
-            self.apply(job);
+            };
+            self.stage(job.clone());
+            self.batch.effects.push(Effect::Assigned {
+                job: Box::new(job),
+                assignment: Box::new(assignment),
+            });
+        }
+    }
+
+    /// Changes a job in memory now and in the store at the next commit, remembering how to
+    /// undo it. Watchers hear of it after the commit.
+    fn stage(&mut self, job: JobRecord) {
+        if job.state == JobState::Pending {
+            self.queue.insert(job.id.clone());
+        } else {
+            self.queue.remove(&job.id);
+        }
+        if let Some(old) = self.jobs.insert(job.id.clone(), job.clone()) {
+            self.batch.undo.push(Undo::Record(Box::new(old)));
+        }
+        match self.batch.writes.get_mut(&job.id) {
+            Some(write) => write.record = job,
+            None => {
+                let id = job.id.clone();
+                self.batch.writes.insert(
+                    id,
+                    JobWrite {
+                        record: job,
+                        new: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Commits the batch in one transaction, then sends what it owes, in order; if the commit
+    /// fails, undoes it first (see the module documentation).
+    async fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let Batch {
+            writes,
+            undo,
+            effects,
+        } = std::mem::take(&mut self.batch);
+        let committed = if writes.is_empty() {
+            Ok(())
+        } else {
+            let writes: Vec<JobWrite> = writes.into_values().collect();
+            self.store
+                .call(move |s| s.write_jobs(&writes))
+                .await
+                .map_err(Arc::new)
+        };
+        if let Err(e) = &committed {
+            error!(error = %e, "cannot commit a batch of changes; undoing it");
+            for step in undo.into_iter().rev() {
+                self.undo(step);
+            }
+        }
+        for effect in effects {
+            self.release(effect, committed.as_ref().err());
+        }
+    }
+
+    fn undo(&mut self, step: Undo) {
+        match step {
+            Undo::Accepted(id) => {
+                self.queue.remove(&id);
+                self.jobs.remove(&id);
+            }
+            Undo::Record(job) => {
+                if job.state == JobState::Pending {
+                    self.queue.insert(job.id.clone());
+                } else {
+                    self.queue.remove(&job.id);
+                }
+                self.jobs.insert(job.id.clone(), *job);
+            }
+            Undo::Freed {
+                node,
+                key,
+                occupancy,
+            } => {
+                if let Some(node) = self.nodes.get_mut(&node) {
+                    node.attempts.insert(key, occupancy);
+                }
+            }
+            Undo::Taken { node, key } => {
+                if let Some(node) = self.nodes.get_mut(&node) {
+                    node.attempts.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Sends what one command owes, given how the commit went.
+    fn release(&mut self, effect: Effect, failed: Option<&Arc<StoreError>>) {
+        match (effect, failed) {
+            (Effect::Answer(send), _) => send(),
+            (Effect::Accepted { job, reply }, None) => {
+                info!(job = %job.id, module = %job.spec.module, "job accepted");
+                let _ = reply.send(Ok(*job));
+            }
+            (Effect::Accepted { reply, .. }, Some(e)) => {
+                let _ = reply.send(Err(SchedulerError::Store(Arc::clone(e))));
+            }
+            (Effect::Finished { job, node }, None) => {
+                info!(job = %job.id, node = %node, attempt = job.attempts, state = ?job.state, message = %job.message, "job finished");
+                self.notify(&job);
+            }
+            (Effect::Finished { job, .. }, Some(_)) => {
+                error!(job = %job.id, "cannot record a result; the job will be requeued");
+            }
+            (Effect::Assigned { job, assignment }, None) => {
+                if let Some(node) = job.node.as_ref().and_then(|n| self.nodes.get(n)) {
+                    node.send(ToHost::Assign(assignment));
+                    info!(job = %job.id, node = %node.id(), attempt = job.attempts, "job assigned");
+                }
+                self.notify(&job);
+            }
+            (Effect::Assigned { job, .. }, Some(_)) => {
+                error!(job = %job.id, "cannot persist an assignment; the job stays pending");
+            }
         }
     }
 

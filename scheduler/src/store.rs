@@ -5,6 +5,11 @@
 //! runs the call on tokio's blocking pool: the state task still waits for each commit before it
 //! acknowledges anything (that is the point), but a slow disk never stalls a runtime worker
 //! serving other connections.
+//!
+//! Since the fsync, not the writing, is what a commit costs, the state task writes all the job
+//! changes of a batch of commands with one [`Store::write_jobs`] call (group commit, see
+//! [`crate::state`]): a job accepted and placed in the same batch is written once, already
+//! running, with its stdin.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -66,18 +71,37 @@ from_redb!(
     redb::CommitError
 );
 
+/// One job's record to write; `new` jobs get their stdin written too (it is written only once).
+#[derive(Clone, Debug)]
+pub(crate) struct JobWrite {
+    pub(crate) record: JobRecord,
+    pub(crate) new: bool,
+}
+
 /// A handle on the store; clones share one database, which redb lets many threads use (one
 /// writer at a time, readers never blocked).
 #[derive(Clone, Debug)]
 pub(crate) struct Store {
     db: Arc<Database>,
+    /// Job writes committed, for tests of group commit.
+    #[cfg(test)]
+    pub(crate) job_commits: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Store {
     /// Opens (or creates) the database at `path` and makes sure every table exists, so that
     /// read transactions can open them.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
+        Self::with_tables(Database::create(path)?)
+    }
+
+    /// A store on another storage backend: tests use one that fails on demand.
+    #[cfg(test)]
+    pub(crate) fn with_backend(backend: impl redb::StorageBackend) -> Result<Self, StoreError> {
+        Self::with_tables(redb::Builder::new().create_with_backend(backend)?)
+    }
+
+    fn with_tables(db: Database) -> Result<Self, StoreError> {
         let tx = db.begin_write()?;
         {
             tx.open_table(JOBS)?;
@@ -86,7 +110,11 @@ impl Store {
             tx.open_table(BLOBS)?;
         }
         tx.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            #[cfg(test)]
+            job_commits: Arc::default(),
+        })
     }
 
     /// Runs `f` on tokio's blocking pool (see the module documentation for why).
@@ -119,34 +147,40 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores a new job and its stdin in one transaction.
-    pub(crate) fn insert_job(&self, job: &JobRecord) -> Result<(), StoreError> {
-        let value = encode(job.id.as_str(), job)?;
-        let tx = self.db.begin_write()?;
-        {
-            tx.open_table(JOBS)?
-                .insert(job.id.as_str(), value.as_slice())?;
-            tx.open_table(JOB_STDIN)?
-                .insert(job.id.as_str(), &*job.spec.stdin)?;
-        }
-        tx.commit()?;
-        Ok(())
+    /// Writes these jobs' records, and the stdin of the new ones, in one transaction.
+    pub(crate) fn write_jobs(&self, jobs: &[JobWrite]) -> Result<(), StoreError> {
+        self.write(jobs.iter().map(|w| (&w.record, w.new)))
     }
 
     /// Rewrites these jobs' records (not their stdin) in one transaction.
     pub(crate) fn put_jobs(&self, jobs: &[JobRecord]) -> Result<(), StoreError> {
+        self.write(jobs.iter().map(|job| (job, false)))
+    }
+
+    /// Encodes before the transaction opens, so that a value that cannot be encoded writes
+    /// nothing at all.
+    fn write<'a>(
+        &self,
+        jobs: impl Iterator<Item = (&'a JobRecord, bool)>,
+    ) -> Result<(), StoreError> {
         let values = jobs
-            .iter()
-            .map(|job| encode(job.id.as_str(), job))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(job, new)| Ok((job, new, encode(job.id.as_str(), job)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let tx = self.db.begin_write()?;
         {
-            let mut table = tx.open_table(JOBS)?;
-            for (job, value) in jobs.iter().zip(&values) {
-                table.insert(job.id.as_str(), value.as_slice())?;
+            let mut records = tx.open_table(JOBS)?;
+            let mut stdin = tx.open_table(JOB_STDIN)?;
+            for (job, new, value) in &values {
+                records.insert(job.id.as_str(), value.as_slice())?;
+                if *new {
+                    stdin.insert(job.id.as_str(), &*job.spec.stdin)?;
+                }
             }
         }
         tx.commit()?;
+        #[cfg(test)]
+        self.job_commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -280,8 +314,13 @@ mod tests {
         };
         {
             let store = Store::open(&path).expect("open");
-            store.insert_job(&first).expect("insert");
-            store.insert_job(&second).expect("insert");
+            let new = |record: &JobRecord| JobWrite {
+                record: record.clone(),
+                new: true,
+            };
+            store
+                .write_jobs(&[new(&first), new(&second)])
+                .expect("insert");
             store
                 .put_jobs(std::slice::from_ref(&finished))
                 .expect("put");

@@ -2,8 +2,14 @@
 //! is paused and advanced by hand where heartbeats matter, and nothing sleeps. A command that
 //! replies is processed after every command sent before it, so a reply is the synchronisation
 //! point for checking what happened before.
+//!
+//! Group commit is tested on a store whose disk can be held (commits wait) or made to fail. The
+//! tests run on tokio's current-thread runtime, so commands sent without awaiting anything in
+//! between are all in the channel when the state task next runs, and make one batch.
 
-use std::sync::Arc;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use tempfile::TempDir;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -24,6 +30,8 @@ struct Harness {
     closing: CancellationToken,
     stop: CancellationToken,
     module: ModuleDigest,
+    /// Job writes the store committed.
+    commits: Arc<AtomicUsize>,
 }
 
 impl Harness {
@@ -34,6 +42,17 @@ impl Harness {
     /// Starts a state task on the store in `dir`, with a freshly signed module uploaded.
     async fn open(dir: TempDir) -> Self {
         let store = Store::open(&dir.path().join("state.redb")).expect("open store");
+        Self::open_store(dir, store).await
+    }
+
+    /// Starts a state task on a store in `dir` whose disk the returned control drives.
+    async fn open_flaky() -> (Self, Arc<Disk>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, disk) = Disk::open(&dir.path().join("state.redb"));
+        (Self::open_store(dir, store).await, disk)
+    }
+
+    async fn open_store(dir: TempDir, store: Store) -> Self {
         let key = SecretKey::generate();
         let registry = ModuleRegistry::new(
             store.clone(),
@@ -50,6 +69,7 @@ impl Harness {
         let config = StateConfig {
             down_after: Duration::from_secs(3),
         };
+        let commits = Arc::clone(&store.job_commits);
         let (scheduler, task) = start(store, config, closing.clone(), stop.clone())
             .await
             .expect("start");
@@ -60,6 +80,7 @@ impl Harness {
             closing,
             stop,
             module,
+            commits,
         }
     }
 
@@ -172,6 +193,149 @@ impl Host {
             other => panic!("expected nothing, got {other:?}"),
         }
     }
+}
+
+/// Controls a store's disk: writes fail while `failing` is set; syncs wait while `held` is.
+#[derive(Debug, Default)]
+struct Disk {
+    failing: AtomicBool,
+    held: Mutex<bool>,
+    released: Condvar,
+    /// Told each time a sync starts waiting.
+    waiting: tokio::sync::Notify,
+}
+
+/// A file backend that obeys a [`Disk`].
+#[derive(Debug)]
+struct FlakyFile {
+    file: redb::backends::FileBackend,
+    disk: Arc<Disk>,
+}
+
+impl Disk {
+    /// A store on the file at `path`, and what controls its disk.
+    fn open(path: &std::path::Path) -> (Store, Arc<Self>) {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .expect("open file");
+        let disk = Arc::new(Self::default());
+        let backend = FlakyFile {
+            file: redb::backends::FileBackend::new(file).expect("backend"),
+            disk: Arc::clone(&disk),
+        };
+        (Store::with_backend(backend).expect("store"), disk)
+    }
+
+    fn hold(&self) {
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    }
+
+    fn release(&self) {
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        self.released.notify_all();
+    }
+}
+
+impl redb::StorageBackend for FlakyFile {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.file.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        let mut held = self
+            .disk
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *held {
+            self.disk.waiting.notify_one();
+        }
+        while *held {
+            held = self
+                .disk
+                .released
+                .wait(held)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        self.file.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        if self.disk.failing.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("disk failing on purpose"));
+        }
+        self.file.write(offset, data)
+    }
+
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.file.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.file.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.query_lock_range(start, end)
+    }
+}
+
+/// Puts a submit in the channel without waiting for its reply.
+async fn send_submit(h: &Harness) -> oneshot::Receiver<Result<JobRecord, SchedulerError>> {
+    let (reply, answer) = oneshot::channel();
+    h.scheduler
+        .commands
+        .send(Command::Submit {
+            spec: h.spec(),
+            reply,
+        })
+        .await
+        .expect("send");
+    answer
 }
 
 fn result(outcome: Outcome) -> RunResult {
@@ -612,4 +776,185 @@ async fn closing_ends_host_streams_and_watches_and_refuses_new_ones() {
     let dir = h.stop().await;
     let h = Harness::open(dir).await;
     assert_eq!(h.get(&id).await.state, JobState::Pending);
+}
+
+#[tokio::test]
+async fn submits_in_one_batch_share_one_commit_and_are_answered_after_it() {
+    let (h, disk) = Harness::open_flaky().await;
+    let mut host = h.connect("n1", 2).await;
+    let commits = Arc::clone(&h.commits);
+
+    disk.hold();
+    let before = commits.load(Ordering::SeqCst);
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        answers.push(send_submit(&h).await);
+    }
+    // The state task now takes all eight, places two, and waits for the one commit.
+    disk.waiting.notified().await;
+    for answer in &mut answers {
+        assert!(answer.try_recv().is_err(), "answered before the commit");
+    }
+    assert_eq!(
+        host.inbox.try_recv(),
+        Err(TryRecvError::Empty),
+        "assigned before the commit"
+    );
+    disk.release();
+
+    let mut ids = Vec::new();
+    for answer in answers {
+        let job = answer.await.expect("answer").expect("accepted");
+        assert_eq!(
+            job.state,
+            JobState::Pending,
+            "the reply is the job as accepted"
+        );
+        ids.push(job.id);
+    }
+    assert_eq!(
+        commits.load(Ordering::SeqCst) - before,
+        1,
+        "one commit for the batch"
+    );
+    // The two oldest were accepted straight into their first attempt, in the same commit.
+    for id in &ids[..2] {
+        let a = host.assignment().await;
+        assert_eq!((&a.job, a.attempt), (id, 1));
+    }
+    host.nothing_sent(&h).await;
+    let running = h
+        .scheduler
+        .list(Some(JobState::Running), 10)
+        .await
+        .expect("list");
+    assert_eq!(running.len(), 2);
+    assert_eq!(
+        h.scheduler
+            .list(Some(JobState::Pending), 10)
+            .await
+            .expect("list")
+            .len(),
+        6
+    );
+
+    // What the replies and the assignments announced is what the store holds.
+    let dir = h.stop().await;
+    let h = Harness::open(dir).await;
+    for (i, id) in ids.iter().enumerate() {
+        let job = h.get(id).await;
+        assert_eq!(job.state, JobState::Pending);
+        assert_eq!(&*job.spec.stdin, b"input");
+        if i < 2 {
+            assert_eq!(
+                (job.attempts, job.message.as_str()),
+                (1, "scheduler restarted; requeued")
+            );
+        } else {
+            assert_eq!(job.attempts, 0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_batch_commit_acknowledges_nothing() {
+    let (h, disk) = Harness::open_flaky().await;
+    let mut host = h.connect("n1", 1).await;
+    let running = h.submit().await;
+    host.assignment().await;
+    let mut events = h.scheduler.watch(running.clone()).await.expect("watch");
+    assert_eq!(next_job_event(&mut events).await.state, JobState::Running);
+
+    disk.failing.store(true, Ordering::SeqCst);
+    // One batch: the running job's result frees the slot, two submits, and the scheduling
+    // pass that would place the first of them there.
+    h.scheduler
+        .node_message(
+            host.id.clone(),
+            host.connection.id,
+            HostEvent::Finished {
+                job: running.clone(),
+                attempt: 1,
+                end: RunEnd::Ran(result(Outcome::Exited { code: 0 })),
+            },
+        )
+        .await
+        .expect("send");
+    let answers = [send_submit(&h).await, send_submit(&h).await];
+    for answer in answers {
+        let refused = answer.await.expect("answer").expect_err("not accepted");
+        assert!(matches!(refused, SchedulerError::Store(_)), "{refused:?}");
+    }
+
+    // Memory is as before the batch: the job still runs, on its slot, and nobody heard of
+    // anything else.
+    host.nothing_sent(&h).await;
+    assert_eq!(events.try_recv(), Err(TryRecvError::Empty));
+    let job = h.get(&running).await;
+    assert_eq!((job.state, job.attempts), (JobState::Running, 1));
+    let jobs = h.scheduler.list(None, 10).await.expect("list");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let nodes = h.scheduler.list_nodes().await.expect("nodes");
+    assert_eq!(nodes[0].running, vec![running.clone()]);
+
+    // And so is the store: the job is requeued at the next start, the submits never were.
+    let dir = h.stop().await;
+    let h = Harness::open(dir).await;
+    let job = h.get(&running).await;
+    assert_eq!((job.state, job.attempts), (JobState::Pending, 1));
+    assert_eq!(job.result, None);
+    assert_eq!(h.scheduler.list(None, 10).await.expect("list").len(), 1);
+}
+
+#[tokio::test]
+async fn a_read_of_a_job_its_batch_changed_sees_the_change_committed() {
+    let (h, disk) = Harness::open_flaky().await;
+    let mut host = h.connect("n1", 2).await;
+    let id = h.submit().await;
+    host.assignment().await;
+
+    disk.hold();
+    // One batch: the result, then a watch and a lookup of the same job. Both wait for the
+    // result's commit and see it.
+    h.scheduler
+        .node_message(
+            host.id.clone(),
+            host.connection.id,
+            HostEvent::Finished {
+                job: id.clone(),
+                attempt: 1,
+                end: RunEnd::Ran(result(Outcome::Exited { code: 0 })),
+            },
+        )
+        .await
+        .expect("send");
+    let (reply, watch) = oneshot::channel();
+    h.scheduler
+        .commands
+        .send(Command::Watch {
+            id: id.clone(),
+            reply,
+        })
+        .await
+        .expect("send");
+    let (reply, mut get) = oneshot::channel();
+    h.scheduler
+        .commands
+        .send(Command::Get {
+            id: id.clone(),
+            reply,
+        })
+        .await
+        .expect("send");
+    disk.waiting.notified().await;
+    assert!(get.try_recv().is_err(), "answered before the commit");
+    disk.release();
+
+    let mut events = watch.await.expect("answer").expect("watch");
+    assert_eq!(next_job_event(&mut events).await.state, JobState::Completed);
+    assert_eq!(events.recv().await, None);
+    assert_eq!(
+        get.await.expect("answer").expect("get").state,
+        JobState::Completed
+    );
 }
