@@ -111,6 +111,7 @@ pub async fn run_agent(
     let agent = Arc::new(Agent {
         runtime,
         store,
+        first_loads: FirstLoads::default(),
         jobs: JobTable::default(),
         outbox: outbox_tx,
         tracker: TaskTracker::new(),
@@ -153,6 +154,7 @@ struct Agent {
     config: AgentConfig,
     runtime: Runtime,
     store: ModuleStore,
+    first_loads: FirstLoads,
     /// Jobs not yet reported, by job id and attempt.
     jobs: JobTable,
     /// Where jobs send what they produce; drained by whichever connection is up.
@@ -249,6 +251,36 @@ impl Agent {
             }
             Err(_) => tracing::warn!("results not delivered: the scheduler did not answer"),
         }
+    }
+}
+
+/// Makes the first load of each module run alone. Jobs of a module this host has not loaded yet
+/// often arrive together (the module just fetched, from memory for all but the first): without
+/// this, each would compile it, and their compilations would race to write the same artifact.
+/// Once a load succeeded, later loads (which verify the signature, every time) run in parallel.
+#[derive(Debug, Default)]
+struct FirstLoads {
+    // A std mutex: held only to look up or change the map, never across an await.
+    /// Per module: `None` once loaded, else the gate its first loads take in turn.
+    gates: Mutex<HashMap<vauban_core::ModuleDigest, Option<Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl FirstLoads {
+    /// The gate to hold while loading `digest`, or `None` when it was loaded before.
+    fn gate(&self, digest: vauban_core::ModuleDigest) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+        gates
+            .entry(digest)
+            .or_insert_with(|| Some(Arc::default()))
+            .clone()
+    }
+
+    /// Records that `digest` loaded: later loads need no gate.
+    fn loaded(&self, digest: vauban_core::ModuleDigest) {
+        self.gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(digest, None);
     }
 }
 
@@ -354,6 +386,24 @@ mod tests {
             .await
             .expect_err("refused");
         assert!(error.to_string().contains("scheme"), "{error:#}");
+    }
+
+    #[test]
+    fn first_loads_of_a_module_share_one_gate_until_one_succeeds() {
+        let loads = FirstLoads::default();
+        let digest = vauban_core::ModuleDigest::of(b"module");
+        let first = loads.gate(digest).expect("not loaded yet");
+        let second = loads.gate(digest).expect("not loaded yet");
+        assert!(Arc::ptr_eq(&first, &second), "one gate per module");
+        let other = loads
+            .gate(vauban_core::ModuleDigest::of(b"other"))
+            .expect("gate");
+        assert!(
+            !Arc::ptr_eq(&first, &other),
+            "modules do not wait for each other"
+        );
+        loads.loaded(digest);
+        assert!(loads.gate(digest).is_none(), "loaded: no more gate");
     }
 
     #[test]

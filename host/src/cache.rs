@@ -13,6 +13,7 @@
 use std::hash::{Hash, Hasher};
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder};
@@ -32,6 +33,9 @@ pub(crate) enum Compiled {
 pub(crate) struct ArtifactCache {
     dir: Dir,
     fingerprint: String,
+    /// Makes temporary names unique within the process: two loads of one module may compile
+    /// and store it at the same time.
+    next_tmp: AtomicU64,
 }
 
 impl ArtifactCache {
@@ -51,7 +55,11 @@ impl ArtifactCache {
         cap_std::fs::DirBuilderExt::mode(&mut sub, 0o700);
         root.create_dir_with(&fingerprint, &sub)?;
         let dir = root.open_dir(&fingerprint)?;
-        Ok(Self { dir, fingerprint })
+        Ok(Self {
+            dir,
+            fingerprint,
+            next_tmp: AtomicU64::new(0),
+        })
     }
 
     /// The engine fingerprint this cache is keyed by.
@@ -92,9 +100,12 @@ impl ArtifactCache {
     /// Stores an artifact atomically: written to a temporary name, then renamed into place.
     pub(crate) fn store(&self, digest: &ModuleDigest, artifact: &[u8]) -> io::Result<()> {
         let name = Self::file_name(digest);
-        let tmp = format!("{name}.{}.tmp", std::process::id());
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = format!("{name}.{}.{n}.tmp", std::process::id());
         self.dir.write(&tmp, artifact)?;
-        self.dir.rename(&tmp, &self.dir, &name)
+        self.dir.rename(&tmp, &self.dir, &name).inspect_err(|_| {
+            let _ = self.dir.remove_file(&tmp);
+        })
     }
 }
 

@@ -7,22 +7,72 @@
 //! altered on disk reads as absent (and is removed) rather than as another module. What this store
 //! does not establish is whether the module may run: that is the publisher signature, which
 //! `Runtime::load` verifies against this host's own trust store on every load.
+//!
+//! Modules read or stored since the agent started are also kept in memory (up to
+//! [`MEMORY_BYTES`]), so that a job whose module ran before starts without reading and hashing
+//! the file again. Their digest was checked when they entered memory, and this process's memory,
+//! unlike the directory, is not shared with anyone who could alter it.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read as _};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use vauban_core::ModuleDigest;
 
-/// Module files by digest in one directory.
+/// Most bytes of modules kept in memory; the oldest entries go first when a new one does not
+/// fit, and a module larger than this is only on disk.
+pub(crate) const MEMORY_BYTES: usize = 256 << 20;
+
+/// Module files by digest in one directory, and the most recent ones in memory.
 #[derive(Debug)]
 pub(crate) struct ModuleStore {
     dir: Dir,
     /// Makes temporary names unique within this process, so two jobs fetching the same module
     /// at once never write the same temporary file.
     next_tmp: AtomicU64,
+    // A std mutex: held only to look up, insert or evict, never across I/O or an await.
+    memory: Mutex<Memory>,
+}
+
+/// Modules in memory, by digest, with their order of arrival for eviction.
+#[derive(Debug)]
+struct Memory {
+    modules: HashMap<ModuleDigest, Arc<[u8]>>,
+    order: VecDeque<ModuleDigest>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl Memory {
+    fn new(limit: usize) -> Self {
+        Self {
+            modules: HashMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    fn insert(&mut self, digest: ModuleDigest, bytes: Arc<[u8]>) {
+        if bytes.len() > self.limit || self.modules.contains_key(&digest) {
+            return;
+        }
+        while self.bytes + bytes.len() > self.limit {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(evicted) = self.modules.remove(&oldest) {
+                self.bytes -= evicted.len();
+            }
+        }
+        self.bytes += bytes.len();
+        self.order.push_back(digest);
+        self.modules.insert(digest, bytes);
+    }
 }
 
 /// A module could not be stored.
@@ -51,6 +101,7 @@ impl ModuleStore {
         Ok(Self {
             dir: Dir::open_ambient_dir(path, ambient_authority())?,
             next_tmp: AtomicU64::new(0),
+            memory: Mutex::new(Memory::new(MEMORY_BYTES)),
         })
     }
 
@@ -58,9 +109,22 @@ impl ModuleStore {
         format!("{}.wasm", digest.hex())
     }
 
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The bytes of the module with this digest if they are in memory. Does no I/O: fit to call
+    /// from async code.
+    pub(crate) fn cached(&self, digest: &ModuleDigest) -> Option<Arc<[u8]>> {
+        self.memory().modules.get(digest).cloned()
+    }
+
     /// The bytes of the module with this digest, `None` when the store does not have it (or
     /// had a copy that no longer matches its digest, which is then removed).
-    pub(crate) fn get(&self, digest: &ModuleDigest) -> io::Result<Option<Vec<u8>>> {
+    pub(crate) fn get(&self, digest: &ModuleDigest) -> io::Result<Option<Arc<[u8]>>> {
+        if let Some(bytes) = self.cached(digest) {
+            return Ok(Some(bytes));
+        }
         let name = Self::file_name(digest);
         let mut file = match self.dir.open(&name) {
             Ok(f) => f,
@@ -75,17 +139,21 @@ impl ModuleStore {
             self.dir.remove_file(&name)?;
             return Ok(None);
         }
+        let bytes = Arc::<[u8]>::from(bytes);
+        self.memory().insert(*digest, Arc::clone(&bytes));
         Ok(Some(bytes))
     }
 
     /// Stores `bytes` as the module `expected`, if that is their digest: written to a temporary
-    /// name, then renamed into place, so a reader never sees a partial file.
+    /// name, then renamed into place, so a reader never sees a partial file. Kept in memory too,
+    /// even if writing the file fails.
     ///
     /// # Errors
     /// [`StoreError::DigestMismatch`] naming both digests when the bytes are another module;
     /// [`StoreError::Io`] when the file cannot be written.
-    pub(crate) fn put(&self, expected: &ModuleDigest, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn put(&self, expected: &ModuleDigest, bytes: &Arc<[u8]>) -> Result<(), StoreError> {
         check_digest(expected, bytes)?;
+        self.memory().insert(*expected, Arc::clone(bytes));
         let name = Self::file_name(expected);
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp = format!("{name}.{}.{n}.tmp", std::process::id());
@@ -128,11 +196,16 @@ mod tests {
     #[test]
     fn stores_and_reads_back_by_digest() {
         let (tmp, store) = store();
-        let bytes = b"\0asm\x01\0\0\0 some module".to_vec();
+        let bytes = Arc::<[u8]>::from(&b"\0asm\x01\0\0\0 some module"[..]);
         let digest = ModuleDigest::of(&bytes);
         assert_eq!(store.get(&digest).expect("get"), None);
         store.put(&digest, &bytes).expect("put");
-        assert_eq!(store.get(&digest).expect("get"), Some(bytes));
+        assert_eq!(store.get(&digest).expect("get"), Some(bytes.clone()));
+        // A fresh store on the same directory reads it from disk, digest checked.
+        let again = ModuleStore::open(&tmp.path().join("modules")).expect("open");
+        assert_eq!(again.cached(&digest), None);
+        assert_eq!(again.get(&digest).expect("get"), Some(bytes.clone()));
+        assert_eq!(again.cached(&digest), Some(bytes));
         let file = tmp
             .path()
             .join("modules")
@@ -149,9 +222,9 @@ mod tests {
     fn refuses_bytes_of_another_digest_and_names_both() {
         let (_tmp, store) = store();
         let expected = ModuleDigest::of(b"the module the scheduler promised");
-        let bytes = b"something else";
-        let actual = ModuleDigest::of(bytes);
-        let err = store.put(&expected, bytes).expect_err("refused");
+        let bytes = Arc::<[u8]>::from(&b"something else"[..]);
+        let actual = ModuleDigest::of(&bytes);
+        let err = store.put(&expected, &bytes).expect_err("refused");
         let message = err.to_string();
         assert!(
             matches!(err, StoreError::DigestMismatch { expected: e, actual: a } if e == expected && a == actual)
@@ -159,14 +232,41 @@ mod tests {
         assert!(message.contains(&expected.to_string()), "{message}");
         assert!(message.contains(&actual.to_string()), "{message}");
         assert_eq!(store.get(&expected).expect("get"), None, "nothing stored");
+        assert_eq!(store.cached(&expected), None, "nothing kept in memory");
+    }
+
+    #[test]
+    fn memory_keeps_the_most_recent_modules_within_its_limit() {
+        let module = |fill: u8, len: usize| {
+            let bytes = Arc::<[u8]>::from(vec![fill; len]);
+            (ModuleDigest::of(&bytes), bytes)
+        };
+        let (a, b, c, huge) = (module(1, 4), module(2, 4), module(3, 4), module(4, 11));
+        let mut memory = Memory::new(10);
+        memory.insert(a.0, a.1.clone());
+        memory.insert(b.0, b.1.clone());
+        memory.insert(a.0, a.1.clone());
+        assert_eq!(memory.bytes, 8, "a repeated module is kept once");
+        memory.insert(c.0, c.1);
+        assert!(!memory.modules.contains_key(&a.0), "the oldest went first");
+        assert!(memory.modules.contains_key(&b.0) && memory.modules.contains_key(&c.0));
+        assert_eq!(memory.bytes, 8);
+        memory.insert(huge.0, huge.1);
+        assert!(
+            !memory.modules.contains_key(&huge.0),
+            "larger than the limit: not kept"
+        );
+        assert_eq!((memory.bytes, memory.order.len()), (8, 2));
     }
 
     #[test]
     fn a_file_altered_on_disk_reads_as_absent() {
         let (tmp, store) = store();
-        let bytes = b"original".to_vec();
+        let bytes = Arc::<[u8]>::from(&b"original"[..]);
         let digest = ModuleDigest::of(&bytes);
         store.put(&digest, &bytes).expect("put");
+        // Another process's view of the directory: what it reads comes from the disk.
+        let store = ModuleStore::open(&tmp.path().join("modules")).expect("open");
         let path = tmp
             .path()
             .join("modules")

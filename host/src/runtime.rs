@@ -285,8 +285,13 @@ impl Runtime {
     }
 
     /// Verifies a module's signature and makes it ready to run: from memory if this process
-    /// already has it, else from the artifact cache, else by compiling it (and caching the
-    /// result). The signature is checked every time, before anything else.
+    /// already verified and loaded the same bytes, else from the artifact cache, else by
+    /// compiling it (and caching the result). Nothing is compiled or loaded from the cache
+    /// before the signature verifies.
+    ///
+    /// Modules in memory are keyed by the sha256 of their complete bytes, and only modules that
+    /// verified against this runtime's trust store (which never changes for its lifetime) get
+    /// there: identical bytes would verify identically, so they are not verified again.
     ///
     /// Compiling is CPU-bound and can take a second for a large module; async callers should
     /// call this from `spawn_blocking`.
@@ -295,14 +300,12 @@ impl Runtime {
     /// [`LoadError`] naming why the module cannot run.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, LoadError> {
         let started = Instant::now();
-        let verified = self.inner.trust.verify(bytes)?;
-        let digest = verified.digest;
         let cached = self
             .inner
             .loaded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&digest)
+            .get(&ModuleDigest::of(bytes))
             .cloned();
         if let Some(ready) = cached {
             self.inner
@@ -315,6 +318,8 @@ impl Runtime {
                 load_time: started.elapsed(),
             });
         }
+        let verified = self.inner.trust.verify(bytes)?;
+        let digest = verified.digest;
 
         let engine = &self.inner.engine;
         let kind = verified.kind;

@@ -107,6 +107,11 @@ async fn prepare(
 ) -> anyhow::Result<(LoadedModule, vauban_core::Capabilities)> {
     let digest: ModuleDigest = module_digest.parse()?;
     let capabilities = capabilities_from_proto(capabilities.unwrap_or_default(), Limits::DEFAULT)?;
+    // A module that ran here before is in memory: then the only blocking work is the load
+    // (which verifies the signature, every time), in one trip to the blocking pool.
+    if let Some(bytes) = agent.store.cached(&digest) {
+        return Ok((load(agent, digest, bytes).await?, capabilities));
+    }
     let bytes = match blocking(agent, move |agent| agent.store.get(&digest)).await? {
         Ok(Some(bytes)) => bytes,
         Ok(None) => fetch_and_store(agent, client, module_digest, digest).await?,
@@ -115,8 +120,26 @@ async fn prepare(
             fetch_and_store(agent, client, module_digest, digest).await?
         }
     };
+    Ok((load(agent, digest, bytes).await?, capabilities))
+}
+
+/// Loads a module with the runtime, which verifies its signature against this host's trust
+/// store; the first loads of a module run one at a time (see `FirstLoads`).
+async fn load(
+    agent: &Arc<Agent>,
+    digest: ModuleDigest,
+    bytes: Arc<[u8]>,
+) -> anyhow::Result<LoadedModule> {
+    let gate = agent.first_loads.gate(digest);
+    let _turn = match &gate {
+        Some(gate) => Some(gate.lock().await),
+        None => None,
+    };
     let module = blocking(agent, move |agent| agent.runtime.load(&bytes)).await??;
-    Ok((module, capabilities))
+    if gate.is_some() {
+        agent.first_loads.loaded(digest);
+    }
+    Ok(module)
 }
 
 /// Fetches a module from the scheduler, refuses it unless its digest is the one assigned, and
@@ -126,13 +149,14 @@ async fn fetch_and_store(
     client: Client,
     wire_digest: &str,
     digest: ModuleDigest,
-) -> anyhow::Result<Vec<u8>> {
+) -> anyhow::Result<Arc<[u8]>> {
     let bytes = tokio::time::timeout(
         FETCH_TIMEOUT,
         fetch(client, wire_digest, agent.config.max_module_bytes),
     )
     .await
     .map_err(|_| anyhow!("fetching module {digest} took longer than {FETCH_TIMEOUT:?}"))??;
+    let bytes = Arc::<[u8]>::from(bytes);
     let (bytes, stored) = blocking(agent, move |agent| {
         let stored = agent.store.put(&digest, &bytes);
         (bytes, stored)
