@@ -45,6 +45,10 @@ fn start_scheduler(ws: &Workspace, data_dir: &str, trust: &str) -> Scheduler {
 }
 
 /// Starts `vauban scheduler` on `listen` and returns once it listens.
+///
+/// Heartbeats are frequent, but a node is declared down only after 10 s of silence: the tests
+/// that lose a host lose it by killing it (its stream ends at once), and a loaded CI machine must
+/// not make a live host look dead.
 fn start_scheduler_on(ws: &Workspace, listen: &str, data_dir: &str, trust: &str) -> Scheduler {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vauban"))
         .args(["scheduler", "--listen", listen, "--data-dir", data_dir])
@@ -54,7 +58,7 @@ fn start_scheduler_on(ws: &Workspace, listen: &str, data_dir: &str, trust: &str)
             "--heartbeat",
             "200ms",
             "--down-after",
-            "1s",
+            "10s",
         ])
         .current_dir(ws.dir.path())
         .stdout(Stdio::piped())
@@ -535,4 +539,58 @@ async fn a_python_client_generated_from_the_protos_submits_a_job() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// `grpcurl`-style tools work: the scheduler serves `grpc.health.v1` and lists its services
+/// through server reflection.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_reflection_are_served() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let ws = Workspace::new();
+    let scheduler = start_scheduler(&ws, "sched", "trust");
+    let channel = channel(&scheduler).await;
+
+    let health = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: "vauban.v1.Jobs".into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(health.status, 1, "SERVING");
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("reply")
+        .expect("one reply");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection reply: {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "vauban.v1.Jobs",
+        "vauban.v1.Modules",
+        "vauban.v1.Nodes",
+        "vauban.v1.HostLink",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
 }
