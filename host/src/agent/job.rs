@@ -107,8 +107,12 @@ async fn prepare(
 ) -> anyhow::Result<(LoadedModule, vauban_core::Capabilities)> {
     let digest: ModuleDigest = module_digest.parse()?;
     let capabilities = capabilities_from_proto(capabilities.unwrap_or_default(), Limits::DEFAULT)?;
-    // A module that ran here before is in memory: then the only blocking work is the load
-    // (which verifies the signature, every time), in one trip to the blocking pool.
+    // A module that already verified and loaded in this process is ready as it is.
+    if let Some(module) = agent.runtime.loaded(&digest) {
+        return Ok((module, capabilities));
+    }
+    // Its bytes may still be in memory: then the only blocking work is the load (which
+    // verifies the signature), in one trip to the blocking pool.
     if let Some(bytes) = agent.store.cached(&digest) {
         return Ok((load(agent, digest, bytes).await?, capabilities));
     }
