@@ -95,7 +95,11 @@ pub(crate) struct Assignment {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum HostEvent {
     /// The host is alive and runs these attempts.
-    Heartbeat { running: Vec<RunningAttempt> },
+    Heartbeat {
+        running: Vec<RunningAttempt>,
+        /// Assignments the host had received on this stream when it sent the heartbeat.
+        assignments_received: u64,
+    },
     /// Output of a running attempt.
     Output {
         job: JobId,
@@ -166,12 +170,17 @@ pub(crate) struct Occupancy {
     /// Cancelled by a client: the job is already terminal, but the slot stays counted until the
     /// host reports the attempt finished or stops listing it.
     pub(crate) cancelled: bool,
-    /// Consecutive heartbeats that did not list it.
+    /// Consecutive heartbeats that did not list it (counting only heartbeats sent after the
+    /// host received the assignment).
     pub(crate) unlisted: u8,
+    /// Its assignment's position on the node's current stream (1 for the first one sent), or 0
+    /// once known received: a heartbeat acknowledging fewer assignments predates it.
+    pub(crate) sequence: u64,
 }
 
-/// Heartbeats in a row that must omit an attempt before it is taken as gone. One is not enough:
-/// a heartbeat may have left the host before the assignment arrived.
+/// Heartbeats in a row that must omit an attempt before it is taken as gone. Heartbeats that
+/// predate the assignment's arrival (by their `assignments_received`) do not count; the second
+/// heartbeat is a margin, not a guess.
 pub(crate) const UNLISTED_HEARTBEATS_BEFORE_LOST: u8 = 2;
 
 /// A node, as the scheduler's state task holds it.
@@ -185,6 +194,8 @@ pub(crate) struct Node {
     pub(crate) last_heartbeat_ms: u64,
     /// `Some` exactly when the node is Ready.
     pub(crate) connection: Option<Connection>,
+    /// Assignments sent on the current stream.
+    pub(crate) assignments_sent: u64,
     /// The attempts it holds, by job and attempt number. Empty when Down: a lost node's
     /// attempts were requeued.
     pub(crate) attempts: BTreeMap<(JobId, u32), Occupancy>,
@@ -210,7 +221,27 @@ impl Node {
             last_heartbeat: now,
             last_heartbeat_ms: crate::now_ms(),
             connection: Some(connection),
+            assignments_sent: 0,
             attempts: BTreeMap::new(),
+        }
+    }
+
+    /// Sends an assignment and records its position on the stream in its occupancy.
+    pub(crate) fn assign(&mut self, assignment: Box<Assignment>) {
+        self.assignments_sent += 1;
+        let key = (assignment.job.clone(), assignment.attempt);
+        if let Some(occupancy) = self.attempts.get_mut(&key) {
+            occupancy.sequence = self.assignments_sent;
+        }
+        self.send(ToHost::Assign(assignment));
+    }
+
+    /// A new stream from the same host: counting starts again, and what was sent on the old
+    /// stream was either received (heartbeats will list it) or lost with it.
+    pub(crate) fn restart_sequence(&mut self) {
+        self.assignments_sent = 0;
+        for occupancy in self.attempts.values_mut() {
+            occupancy.sequence = 0;
         }
     }
 
@@ -243,11 +274,19 @@ impl Node {
     /// Compares a heartbeat's list with the attempts the node holds. An attempt unlisted for
     /// [`UNLISTED_HEARTBEATS_BEFORE_LOST`] heartbeats in a row is removed from the node and
     /// reported lost (or released, when it was cancelled).
-    pub(crate) fn reconcile(&mut self, running: &[RunningAttempt]) -> Reconciled {
+    pub(crate) fn reconcile(
+        &mut self,
+        running: &[RunningAttempt],
+        assignments_received: u64,
+    ) -> Reconciled {
         let mut out = Reconciled::default();
         self.attempts.retain(|(job, attempt), occupancy| {
             if running.iter().any(|r| r.matches(job, *attempt)) {
                 occupancy.unlisted = 0;
+                return true;
+            }
+            if occupancy.sequence > assignments_received {
+                // Sent before the assignment arrived: it says nothing about this attempt.
                 return true;
             }
             occupancy.unlisted += 1;
@@ -319,6 +358,7 @@ mod tests {
                     memory_bytes: 100,
                     cancelled,
                     unlisted: 0,
+                    sequence: 0,
                 },
             );
         }
@@ -356,7 +396,7 @@ mod tests {
         assert_eq!(n.view().free_memory_bytes, 700);
 
         // "c" listed without its attempt number still counts; an unknown attempt is reported
-        let first = n.reconcile(&running(&["c", "d/5"]));
+        let first = n.reconcile(&running(&["c", "d/5"]), 0);
         assert_eq!(
             first,
             Reconciled {
@@ -366,7 +406,7 @@ mod tests {
         );
         assert_eq!(n.attempts.len(), 3);
 
-        let second = n.reconcile(&running(&["c/2"]));
+        let second = n.reconcile(&running(&["c/2"]), 0);
         assert_eq!(second.lost, vec![(JobId::from("a".to_owned()), 1)]);
         assert_eq!(second.released, 1);
         assert_eq!(n.attempts.len(), 1);
@@ -376,9 +416,46 @@ mod tests {
     #[test]
     fn being_listed_again_resets_the_count() {
         let mut n = node(&[("a", 1, false)]);
-        n.reconcile(&[]);
-        n.reconcile(&running(&["a/1"]));
-        assert!(n.reconcile(&[]).lost.is_empty());
-        assert_eq!(n.reconcile(&[]).lost.len(), 1);
+        n.reconcile(&[], 0);
+        n.reconcile(&running(&["a/1"]), 0);
+        assert!(n.reconcile(&[], 0).lost.is_empty());
+        assert_eq!(n.reconcile(&[], 0).lost.len(), 1);
+    }
+
+    #[test]
+    fn heartbeats_sent_before_an_assignment_arrived_do_not_count_against_it() {
+        let mut n = node(&[]);
+        let assignment = |job: &str| {
+            Box::new(Assignment {
+                job: JobId::from(job.to_owned()),
+                attempt: 1,
+                module: "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+                    .parse()
+                    .expect("digest"),
+                capabilities: vauban_core::Capabilities::default(),
+                stdin: Vec::new().into(),
+                program: "job".into(),
+            })
+        };
+        for job in ["x", "y"] {
+            n.attempts.insert(
+                (JobId::from(job.to_owned()), 1),
+                Occupancy {
+                    memory_bytes: 0,
+                    cancelled: false,
+                    unlisted: 0,
+                    sequence: 0,
+                },
+            );
+            n.assign(assignment(job));
+        }
+        // The host had received only the first assignment: y is not missing, x is.
+        assert!(n.reconcile(&running(&[]), 1).lost.is_empty());
+        assert_eq!(n.reconcile(&running(&[]), 1).lost.len(), 1);
+        assert_eq!(n.attempts.len(), 1, "y is kept");
+        // Heartbeats that acknowledge y and still omit it count.
+        assert!(n.reconcile(&running(&[]), 2).lost.is_empty());
+        assert_eq!(n.reconcile(&running(&[]), 2).lost.len(), 1);
+        assert!(n.attempts.is_empty());
     }
 }

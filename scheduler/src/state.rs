@@ -696,6 +696,7 @@ impl State {
                 node.registration = registration;
                 node.state = NodeState::Ready;
                 node.connection = Some(connection);
+                node.restart_sequence();
                 node.last_heartbeat = now;
                 node.last_heartbeat_ms = crate::now_ms();
             }
@@ -720,9 +721,13 @@ impl State {
             return;
         }
         match event {
-            HostEvent::Heartbeat { running } => {
+            HostEvent::Heartbeat {
+                running,
+                assignments_received,
+            } => {
                 self.settle().await;
-                self.heartbeat(node_id, &running).await;
+                self.heartbeat(node_id, &running, assignments_received)
+                    .await;
                 self.settle().await;
             }
             HostEvent::Output {
@@ -739,13 +744,18 @@ impl State {
         }
     }
 
-    async fn heartbeat(&mut self, node_id: NodeId, running: &[RunningAttempt]) {
+    async fn heartbeat(
+        &mut self,
+        node_id: NodeId,
+        running: &[RunningAttempt],
+        assignments_received: u64,
+    ) {
         let Some(node) = self.nodes.get_mut(&node_id) else {
             return;
         };
         node.last_heartbeat = Instant::now();
         node.last_heartbeat_ms = crate::now_ms();
-        let reconciled = node.reconcile(running);
+        let reconciled = node.reconcile(running, assignments_received);
         for (job, attempt) in reconciled.unknown {
             // Typically an attempt that was requeued while its node was cut off: stop the
             // duplicate.
@@ -932,6 +942,7 @@ impl State {
                     memory_bytes: job.spec.capabilities.limits.memory_bytes,
                     cancelled: false,
                     unlisted: 0,
+                    sequence: 0,
                 },
             );
             self.batch.undo.push(Undo::Taken { node: node_id, key });
@@ -1058,8 +1069,8 @@ impl State {
                 error!(job = %job.id, "cannot record a result; the job will be requeued");
             }
             (Effect::Assigned { job, assignment }, None) => {
-                if let Some(node) = job.node.as_ref().and_then(|n| self.nodes.get(n)) {
-                    node.send(ToHost::Assign(assignment));
+                if let Some(node) = job.node.as_ref().and_then(|n| self.nodes.get_mut(n)) {
+                    node.assign(assignment);
                     info!(job = %job.id, node = %node.id(), attempt = job.attempts, "job assigned");
                 }
                 self.notify(&job);

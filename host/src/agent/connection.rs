@@ -166,6 +166,9 @@ pub(super) async fn serve(
     // The first tick is immediate: the heartbeat right after registering tells a scheduler we
     // reconnected to which jobs are still running here.
     let mut heartbeat_due = false;
+    // Heartbeats carry it, so the scheduler can tell a heartbeat that left before an
+    // assignment arrived from one that omits a job the host no longer runs.
+    let mut assignments_received: u64 = 0;
     let mut draining = false;
     let mut jobs_done = false;
     let drain_deadline = tokio::time::sleep(Duration::ZERO);
@@ -191,6 +194,9 @@ pub(super) async fn serve(
             }
             message = inbound.message() => match message {
                 Ok(Some(v1::SchedulerMessage { message })) => {
+                    if matches!(message, Some(Sm::Assign(_))) {
+                        assignments_received += 1;
+                    }
                     handle(agent, message, &client, draining);
                 }
                 Ok(None) => return Ok(End::Closed),
@@ -205,6 +211,7 @@ pub(super) async fn serve(
                     permit.send(v1::HostMessage {
                         message: Some(Message::Heartbeat(v1::Heartbeat {
                             running: agent.jobs.attempt_ids(),
+                            assignments_received,
                         })),
                     });
                 } else if let Some(message) = outbox.next.take() {

@@ -194,8 +194,12 @@ fn event_from_proto(message: v1::HostMessage) -> Result<Option<HostEvent>, Inval
                 "already registered on this stream",
             ));
         }
-        FromHost::Heartbeat(v1::Heartbeat { running }) => HostEvent::Heartbeat {
+        FromHost::Heartbeat(v1::Heartbeat {
+            running,
+            assignments_received,
+        }) => HostEvent::Heartbeat {
             running: running.iter().map(|r| RunningAttempt::parse(r)).collect(),
+            assignments_received,
         },
         FromHost::Output(v1::JobOutput {
             job_id,

@@ -175,7 +175,12 @@ impl Host {
                 attempt: Some(*attempt),
             })
             .collect();
-        self.send(HostEvent::Heartbeat { running }).await;
+        // This fake host has read every assignment sent to it before it heartbeats.
+        self.send(HostEvent::Heartbeat {
+            running,
+            assignments_received: u64::MAX,
+        })
+        .await;
     }
 
     async fn disconnect(&self) {
