@@ -11,16 +11,16 @@
 //! verified just before.
 
 use std::hash::{Hash, Hasher};
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder};
 use sha2_hasher::Sha256Hasher;
 use vauban_core::{ModuleDigest, ModuleKind};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use crate::files;
 
 /// Compiled code of one module or component.
 pub(crate) enum Compiled {
@@ -33,9 +33,6 @@ pub(crate) enum Compiled {
 pub(crate) struct ArtifactCache {
     dir: Dir,
     fingerprint: String,
-    /// Makes temporary names unique within the process: two loads of one module may compile
-    /// and store it at the same time.
-    next_tmp: AtomicU64,
 }
 
 impl ArtifactCache {
@@ -45,21 +42,13 @@ impl ArtifactCache {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let fingerprint = format!("{:016x}", hasher.finish());
 
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(root)?;
-        let root = Dir::open_ambient_dir(root, ambient_authority())?;
+        let root = files::open_private_dir(root)?;
         let mut sub = DirBuilder::new();
         sub.recursive(true);
         cap_std::fs::DirBuilderExt::mode(&mut sub, 0o700);
         root.create_dir_with(&fingerprint, &sub)?;
         let dir = root.open_dir(&fingerprint)?;
-        Ok(Self {
-            dir,
-            fingerprint,
-            next_tmp: AtomicU64::new(0),
-        })
+        Ok(Self { dir, fingerprint })
     }
 
     /// The engine fingerprint this cache is keyed by.
@@ -80,13 +69,9 @@ impl ArtifactCache {
         kind: ModuleKind,
     ) -> io::Result<Option<Compiled>> {
         let name = Self::file_name(digest);
-        let mut file = match self.dir.open(&name) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(bytes) = files::read_if_present(&self.dir, &name)? else {
+            return Ok(None);
         };
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
         match deserialize(engine, kind, &bytes) {
             Ok(compiled) => Ok(Some(compiled)),
             Err(error) => {
@@ -99,13 +84,7 @@ impl ArtifactCache {
 
     /// Stores an artifact atomically: written to a temporary name, then renamed into place.
     pub(crate) fn store(&self, digest: &ModuleDigest, artifact: &[u8]) -> io::Result<()> {
-        let name = Self::file_name(digest);
-        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = format!("{name}.{}.{n}.tmp", std::process::id());
-        self.dir.write(&tmp, artifact)?;
-        self.dir.rename(&tmp, &self.dir, &name).inspect_err(|_| {
-            let _ = self.dir.remove_file(&tmp);
-        })
+        files::write_atomically(&self.dir, &Self::file_name(digest), artifact)
     }
 }
 

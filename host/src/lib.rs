@@ -17,6 +17,7 @@
 mod agent;
 mod cache;
 mod engine;
+mod files;
 mod limiter;
 mod modules;
 mod output;

@@ -14,14 +14,14 @@
 //! unlike the directory, is not shared with anyone who could alter it.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read as _};
+use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use vauban_core::ModuleDigest;
+
+use crate::files;
 
 /// Most bytes of modules kept in memory; the oldest entries go first when a new one does not
 /// fit, and a module larger than this is only on disk.
@@ -31,9 +31,6 @@ pub(crate) const MEMORY_BYTES: usize = 256 << 20;
 #[derive(Debug)]
 pub(crate) struct ModuleStore {
     dir: Dir,
-    /// Makes temporary names unique within this process, so two jobs fetching the same module
-    /// at once never write the same temporary file.
-    next_tmp: AtomicU64,
     // A std mutex: held only to look up, insert or evict, never across I/O or an await.
     memory: Mutex<Memory>,
 }
@@ -94,13 +91,8 @@ pub(crate) enum StoreError {
 impl ModuleStore {
     /// Opens the store at `path`, creating the directory (owner-only) if it is missing.
     pub(crate) fn open(path: &Path) -> io::Result<Self> {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(path)?;
         Ok(Self {
-            dir: Dir::open_ambient_dir(path, ambient_authority())?,
-            next_tmp: AtomicU64::new(0),
+            dir: files::open_private_dir(path)?,
             memory: Mutex::new(Memory::new(MEMORY_BYTES)),
         })
     }
@@ -126,13 +118,9 @@ impl ModuleStore {
             return Ok(Some(bytes));
         }
         let name = Self::file_name(digest);
-        let mut file = match self.dir.open(&name) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(bytes) = files::read_if_present(&self.dir, &name)? else {
+            return Ok(None);
         };
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
         let actual = ModuleDigest::of(&bytes);
         if actual != *digest {
             tracing::warn!(%digest, %actual, "removing a stored module that no longer matches its digest");
@@ -154,15 +142,7 @@ impl ModuleStore {
     pub(crate) fn put(&self, expected: &ModuleDigest, bytes: &Arc<[u8]>) -> Result<(), StoreError> {
         check_digest(expected, bytes)?;
         self.memory().insert(*expected, Arc::clone(bytes));
-        let name = Self::file_name(expected);
-        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = format!("{name}.{}.{n}.tmp", std::process::id());
-        self.dir.write(&tmp, bytes)?;
-        if let Err(e) = self.dir.rename(&tmp, &self.dir, &name) {
-            // Best effort: a leftover temporary file only wastes space.
-            let _ = self.dir.remove_file(&tmp);
-            return Err(e.into());
-        }
+        files::write_atomically(&self.dir, &Self::file_name(expected), bytes)?;
         Ok(())
     }
 }
