@@ -19,7 +19,7 @@ pub(crate) struct CapabilityArgs {
     #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
     args: Vec<String>,
     /// An environment variable for the guest, KEY=VALUE (repeatable). Nothing is inherited.
-    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     env: Vec<(String, String)>,
     /// A host directory for the guest, HOST:GUEST[:ro|rw] (repeatable; read-only by default).
     /// A relative HOST path is taken from the current directory.
@@ -43,13 +43,6 @@ pub(crate) struct CapabilityArgs {
     /// Bytes kept per output stream; the rest is dropped and counted.
     #[arg(long, value_name = "SIZE", default_value = "1MiB")]
     output_limit: bytesize::ByteSize,
-}
-
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
-    }
 }
 
 impl CapabilityArgs {

@@ -64,11 +64,7 @@ pub(crate) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     config.max_memory_bytes = config.max_memory_bytes.max(args.caps.memory_bytes());
     let stdin = args.caps.stdin_bytes()?;
     let bytes = super::read_module(&args.module)?;
-    let program = args
-        .module
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let program = super::file_name(&args.module);
     let request = RunRequest {
         capabilities: args.caps.capabilities(&cwd),
         stdin,

@@ -6,8 +6,6 @@ use std::process::ExitCode;
 use clap::Args;
 use vauban_host::AgentConfig;
 
-use super::run::parse_label;
-
 #[derive(Debug, Args)]
 pub(crate) struct HostArgs {
     /// The scheduler to connect to (hosts dial out, so they work from behind NAT).
@@ -21,7 +19,7 @@ pub(crate) struct HostArgs {
     #[arg(long, env = "VAUBAN_NODE_ID")]
     node_id: String,
     /// A label for placement, KEY=VALUE (repeatable), e.g. site=toulon.
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     labels: Vec<(String, String)>,
     /// Jobs this node runs at once.
     #[arg(long, default_value_t = 4)]

@@ -41,3 +41,18 @@ pub(crate) fn load_trust(paths: &[PathBuf]) -> anyhow::Result<TrustStore> {
 pub(crate) fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading module {}", path.display()))
 }
+
+/// A module's file name, for display and as a default job name or `argv[0]`.
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Parses `KEY=VALUE` (environment variables, labels); the value may be empty or contain `=`.
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}

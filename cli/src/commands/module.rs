@@ -43,7 +43,7 @@ pub(crate) async fn run(cmd: ModuleCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ModuleCommand::Upload(args) => {
             let bytes = super::read_module(&args.module)?;
-            let name = args.name.unwrap_or_else(|| file_name(&args.module));
+            let name = args.name.unwrap_or_else(|| super::file_name(&args.module));
             let channel = args.client.connect().await?;
             let info = upload(channel, bytes, name).await?;
             print_modules(args.client.output, &[info]);
@@ -60,12 +60,6 @@ pub(crate) async fn run(cmd: ModuleCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) fn file_name(path: &std::path::Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// Uploads a module unless the scheduler already has it (by digest).

@@ -19,7 +19,7 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     caps: CapabilityArgs,
     /// Run only on nodes with this label, KEY=VALUE (repeatable).
-    #[arg(long = "label-selector", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+    #[arg(long = "label-selector", short = 'l', value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     labels: Vec<(String, String)>,
     /// A name for the job (default: the module's file name).
     #[arg(long)]
@@ -34,20 +34,13 @@ pub(crate) struct RunArgs {
     client: ClientArgs,
 }
 
-pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
-    }
-}
-
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir()?;
     let bytes = super::read_module(&args.module)?;
     let name = args
         .name
         .clone()
-        .unwrap_or_else(|| super::module::file_name(&args.module));
+        .unwrap_or_else(|| super::file_name(&args.module));
     let channel = args.client.connect().await?;
     let module = super::module::upload(channel.clone(), bytes, name.clone()).await?;
     let spec = v1::JobSpec {
