@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["common", "jobs", "modules", "nodes", "host"]
+    let files = ["common", "jobs", "modules", "namespaces", "nodes", "host"]
         .map(|name| format!("vauban/v1/{name}.proto"));
     for file in &files {
         println!("cargo:rerun-if-changed={file}");

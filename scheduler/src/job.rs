@@ -17,7 +17,7 @@ use crate::node::NodeId;
 /// A job's id: a UUID v7 string, so that ids sort in submission order.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub(crate) struct JobId(String);
+pub struct JobId(String);
 
 impl JobId {
     /// A fresh id. UUID v7 ids made by one process are ordered by creation, and across restarts
@@ -26,7 +26,8 @@ impl JobId {
         Self(uuid::Uuid::now_v7().to_string())
     }
 
-    pub(crate) fn as_str(&self) -> &str {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
         &self.0
     }
 

@@ -3,7 +3,7 @@
 //!
 //! [`serve`] is the whole scheduler behind one call. Inside, one task owns the jobs, the nodes
 //! and the queue (`state`), fed by the gRPC services (`service`) through a closed set of
-//! commands; placement is a pure function ([`placement::place`]); every accepted job, transition
+//! commands; placement is a pure function ([`placement::Cluster::place`]); every accepted job, transition
 //! and result is committed to a redb store (`store`) before anyone is told. The scheduler never
 //! executes guest code, and so does not link wasmtime.
 
@@ -20,6 +20,7 @@ mod state;
 mod store;
 
 pub use config::SchedulerConfig;
+pub use job::JobId;
 pub use node::NodeId;
 pub use server::serve;
 

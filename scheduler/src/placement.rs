@@ -1,233 +1,235 @@
-//! Placement: which node runs a job. A pure function of the nodes' current capacity and the
-//! job's requirements, so it is tested with tables and never touches the network or the store.
+//! Placement: which node runs one instance of a job. A pure function of a [`Cluster`] (what
+//! the scheduler knows of its nodes) and an [`Ask`] (what one instance needs), so it is tested
+//! with tables and benchmarked without a network or a store.
+//!
+//! CONTRACT (the state task relies on it; the implementation may change, these types may only
+//! grow):
+//! - `Cluster::new(nodes)` indexes the nodes once per scheduling pass.
+//! - `Cluster::place(&ask)` decides without changing anything; `Cluster::commit(&ask, &placement)`
+//!   then takes the instance's resources (and frees the preempted ones) so that the next
+//!   `place` of the same pass sees them.
+//! - A node gets work only if it is `schedulable`, passes every constraint, and has a free slot
+//!   and the memory (after preempting, if the placement says so).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+use vauban_core::ModuleDigest;
+
+use crate::job::JobId;
 use crate::node::NodeId;
+
+/// A test on one node label.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op", content = "value")]
+pub enum Operator {
+    /// The label exists and equals the value.
+    Eq(String),
+    /// The label is absent or differs.
+    NotEq(String),
+    /// The label exists and is one of the values.
+    In(Vec<String>),
+    /// The label is absent or none of the values.
+    NotIn(Vec<String>),
+    /// The label exists.
+    Exists,
+    /// The label is absent.
+    NotExists,
+    /// The label exists, parses as a semantic version, and matches the requirement
+    /// (e.g. `>=1.2, <2`).
+    Version(semver::VersionReq),
+}
+
+/// A hard constraint: nodes failing it never get the instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Constraint {
+    /// The label tested.
+    pub label: String,
+    /// How.
+    #[serde(flatten)]
+    pub op: Operator,
+}
+
+/// A soft preference: nodes passing it score `weight` more (or less, when negative).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Affinity {
+    /// The label tested.
+    pub label: String,
+    /// How.
+    #[serde(flatten)]
+    pub op: Operator,
+    /// -100..=100.
+    pub weight: i8,
+}
+
+/// Spread a job's instances over the values of a label (e.g. `site`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spread {
+    /// The label whose values instances are spread over.
+    pub label: String,
+    /// 0..=100: how much spreading weighs against the other scores.
+    pub weight: u8,
+    /// Target share of instances per label value, in percent; empty: spread evenly over the
+    /// values present among the feasible nodes.
+    pub targets: BTreeMap<String, u8>,
+}
+
+/// Where a job may run and where it prefers to: the placement part of a job's spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementSpec {
+    /// All must hold.
+    pub constraints: Vec<Constraint>,
+    /// Scored.
+    pub affinities: Vec<Affinity>,
+    /// Scored.
+    pub spreads: Vec<Spread>,
+}
+
+/// An instance already on a node, as preemption sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resident {
+    /// The job and attempt.
+    pub job: JobId,
+    /// Its attempt number.
+    pub attempt: u32,
+    /// Its job's priority.
+    pub priority: u8,
+    /// Memory it reserves, bytes.
+    pub memory_bytes: u64,
+    /// True for batch work, the only kind that may be preempted.
+    pub preemptible: bool,
+}
 
 /// What placement knows of a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeView {
     /// The node.
     pub id: NodeId,
-    /// Its labels, matched against a job's selector.
+    /// Its labels.
     pub labels: BTreeMap<String, String>,
-    /// Connected and heartbeating; a node that is not ready gets no work.
-    pub ready: bool,
-    /// Slots not held by an attempt.
-    pub free_slots: u32,
-    /// Memory not reserved by the attempts it holds, bytes.
-    pub free_memory_bytes: u64,
+    /// Ready, eligible and not draining; other nodes get no new work (counted in the
+    /// explanation by `unschedulable_reason`).
+    pub schedulable: bool,
+    /// Why not schedulable ("down", "draining", "ineligible"); empty when schedulable.
+    pub unschedulable_reason: &'static str,
+    /// Slots it offers in all.
+    pub total_slots: u32,
+    /// Memory it offers in all, bytes.
+    pub total_memory_bytes: u64,
+    /// What holds its slots and memory now.
+    pub residents: Vec<Resident>,
+    /// Modules whose compiled artifact it holds.
+    pub cached_modules: BTreeSet<ModuleDigest>,
 }
 
-/// What a job needs of a node.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Requirements {
-    /// Labels the node must carry with exactly these values.
-    pub label_selector: BTreeMap<String, String>,
-    /// The job's memory limit, reserved on the node while it runs.
+/// What one instance of a job needs and prefers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask<'a> {
+    /// The job (for preemption: a job never preempts itself).
+    pub job: &'a JobId,
+    /// Its module: nodes holding the compiled artifact are preferred.
+    pub module: &'a ModuleDigest,
+    /// Memory reserved on the node, bytes (one slot is always reserved).
     pub memory_bytes: u64,
+    /// 0..=100; may preempt preemptible residents of strictly lower priority.
+    pub priority: u8,
+    /// Constraints, affinities, spreads.
+    pub spec: &'a PlacementSpec,
+    /// Nodes already running instances of this job (spread counts; a node is penalised for
+    /// each, so replicas land apart).
+    pub placed_on: &'a [NodeId],
+    /// Only this node may take it (system jobs: one instance per node).
+    pub only_node: Option<&'a NodeId>,
+    /// True for batch work: once placed, it may itself be preempted later.
+    pub preemptible: bool,
 }
 
-/// No node can take the job now: how many nodes each filter ruled out. Each node is counted
-/// once, by the first filter it fails (ready, labels, slots, memory, in that order).
-#[derive(Clone, Debug, Default, PartialEq, Eq, thiserror::Error)]
-pub struct Unplaceable {
-    /// Nodes known to the scheduler.
+/// A decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    /// The chosen node.
+    pub node: NodeId,
+    /// Residents to stop first (empty unless preemption was needed): job and attempt.
+    pub preempt: Vec<(JobId, u32)>,
+    /// Why this node.
+    pub explanation: Explanation,
+}
+
+/// One scored candidate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// The node.
+    pub node: NodeId,
+    /// Its total score; higher wins.
+    pub score: f64,
+    /// Each part of the score by name ("binpack", "affinity", "spread", "artifact",
+    /// "anti-affinity", "preemption"), so the explanation shows what decided.
+    pub parts: Vec<(&'static str, f64)>,
+}
+
+/// What placement looked at and why it ruled nodes out, for a decision or for a wait.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Explanation {
+    /// Nodes known.
     pub nodes: usize,
-    /// Not ready.
-    pub down: usize,
-    /// Ruled out by a label, keyed by the first selector entry (`key=value`) they fail.
-    pub filtered_by_label: BTreeMap<String, usize>,
-    /// Without a free slot.
-    pub out_of_slots: usize,
-    /// Without enough free memory.
-    pub out_of_memory: usize,
+    /// Nodes looked at (may be fewer than `nodes` when enough candidates were found).
+    pub evaluated: usize,
+    /// Nodes ruled out before resources: by reason ("down", "draining", "ineligible",
+    /// "not the requested node") or by the first constraint they fail, written as the
+    /// constraint is (`jurisdiction = FR`), each node counted once.
+    pub filtered: BTreeMap<String, usize>,
+    /// Nodes passing the constraints but without room: by resource ("slots", "memory").
+    pub exhausted: BTreeMap<String, usize>,
+    /// The best candidates, best first (at most 3).
+    pub top: Vec<Candidate>,
 }
 
-impl fmt::Display for Unplaceable {
+/// No node can take the instance now.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("no node fits: {explanation}")]
+pub struct Unplaceable {
+    /// Why.
+    pub explanation: Explanation,
+}
+
+impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.nodes == 0 {
-            return f.write_str("no node fits: no node has registered");
-        }
-        write!(f, "no node fits: {} down, ", self.down)?;
-        if self.filtered_by_label.is_empty() {
-            f.write_str("0 filtered by label, ")?;
-        }
-        for (label, count) in &self.filtered_by_label {
-            write!(f, "{count} filtered by label {label}, ")?;
-        }
-        write!(
-            f,
-            "{} out of slots, {} out of memory",
-            self.out_of_slots, self.out_of_memory
-        )
+        write!(f, "{} of {} nodes evaluated", self.evaluated, self.nodes)
     }
 }
 
-/// Chooses the node for a job: among the ready nodes that carry every selector label, have a
-/// free slot and enough free memory, the one with the most free slots, then the most free
-/// memory, then the smallest id, so that the choice is deterministic and spreads the load.
-///
-/// # Errors
-/// [`Unplaceable`] explaining, filter by filter, why no node fits.
-pub fn place(nodes: &[NodeView], req: &Requirements) -> Result<NodeId, Unplaceable> {
-    let mut why = Unplaceable {
-        nodes: nodes.len(),
-        ..Unplaceable::default()
-    };
-    let mut best: Option<&NodeView> = None;
-    for node in nodes {
-        if !node.ready {
-            why.down += 1;
-            continue;
-        }
-        if let Some((key, value)) = req
-            .label_selector
-            .iter()
-            .find(|(k, v)| node.labels.get(*k) != Some(*v))
-        {
-            *why.filtered_by_label
-                .entry(format!("{key}={value}"))
-                .or_default() += 1;
-            continue;
-        }
-        if node.free_slots == 0 {
-            why.out_of_slots += 1;
-            continue;
-        }
-        if node.free_memory_bytes < req.memory_bytes {
-            why.out_of_memory += 1;
-            continue;
-        }
-        let better = best.is_none_or(|b| {
-            (
-                node.free_slots,
-                node.free_memory_bytes,
-                std::cmp::Reverse(&node.id),
-            ) > (b.free_slots, b.free_memory_bytes, std::cmp::Reverse(&b.id))
-        });
-        if better {
-            best = Some(node);
-        }
-    }
-    best.map(|n| n.id.clone()).ok_or(why)
+/// The nodes of one scheduling pass, indexed for placement.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    nodes: Vec<NodeView>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `"id ready slots memory k=v,k=v"`, ready being `up` or `down`.
-    fn node(spec: &str) -> NodeView {
-        let mut parts = spec.split_whitespace();
-        let mut next = || parts.next().unwrap_or_default();
-        let id = NodeId::from(next());
-        let ready = next() == "up";
-        let free_slots = next().parse().expect("slots");
-        let free_memory_bytes = next().parse().expect("memory");
-        let labels = next()
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        NodeView {
-            id,
-            labels,
-            ready,
-            free_slots,
-            free_memory_bytes,
-        }
+impl Cluster {
+    /// Indexes the nodes.
+    pub fn new(nodes: Vec<NodeView>) -> Self {
+        Self { nodes }
     }
 
-    fn check(nodes: &[&str], selector: &str, memory_bytes: u64, expected: &str) {
-        let nodes: Vec<_> = nodes.iter().map(|s| node(s)).collect();
-        let req = Requirements {
-            label_selector: selector
-                .split(',')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            memory_bytes,
-        };
-        let got = match place(&nodes, &req) {
-            Ok(id) => id.to_string(),
-            Err(why) => why.to_string(),
-        };
-        assert_eq!(got, expected, "nodes {nodes:?}, selector {selector:?}");
+    /// The nodes, as given (and as changed by [`Cluster::commit`]).
+    pub fn nodes(&self) -> &[NodeView] {
+        &self.nodes
     }
 
-    #[test]
-    fn filters() {
-        // each filter on its own
-        check(&["a down 4 100 -", "b up 4 100 -"], "", 10, "b");
-        check(
-            &["a up 4 100 zone=beta", "b up 4 100 zone=alpha"],
-            "zone=alpha",
-            10,
-            "b",
-        );
-        check(&["a up 0 100 -", "b up 1 100 -"], "", 10, "b");
-        check(&["a up 4 9 -", "b up 1 10 -"], "", 10, "b");
-        // every selector label must match, not just one
-        check(
-            &["a up 4 100 zone=alpha", "b up 1 100 zone=alpha,gpu=yes"],
-            "zone=alpha,gpu=yes",
-            10,
-            "b",
-        );
-        // a job without a memory requirement fits a node with no free memory
-        check(&["a up 1 0 -"], "", 0, "a");
+    /// Chooses a node for one instance.
+    ///
+    /// # Errors
+    /// [`Unplaceable`] with the explanation of why no node fits.
+    pub fn place(&self, ask: &Ask<'_>) -> Result<Placement, Unplaceable> {
+        let _ = ask;
+        Err(Unplaceable {
+            explanation: Explanation::default(),
+        })
     }
 
-    #[test]
-    fn tie_breaks() {
-        // most free slots first, even with less memory
-        check(&["a up 2 1000 -", "b up 3 10 -"], "", 10, "b");
-        // then most free memory
-        check(&["a up 3 100 -", "b up 3 200 -"], "", 10, "b");
-        // then the smallest id, whatever the order given
-        check(
-            &["c up 3 100 -", "a up 3 100 -", "b up 3 100 -"],
-            "",
-            10,
-            "a",
-        );
-    }
-
-    #[test]
-    fn explanations() {
-        check(&[], "", 10, "no node fits: no node has registered");
-        check(
-            &[
-                "a down 4 100 zone=beta",
-                "b up 4 100 zone=beta",
-                "c up 4 100 -",
-                "d up 0 100 zone=alpha",
-            ],
-            "zone=alpha",
-            10,
-            "no node fits: 1 down, 2 filtered by label zone=alpha, 1 out of slots, 0 out of memory",
-        );
-        // counted once, by the first filter failed; labels by the first entry they fail
-        check(
-            &[
-                "a down 0 0 -",
-                "b up 0 0 gpu=yes",
-                "c up 0 0 zone=alpha",
-                "d up 1 5 gpu=yes,zone=alpha",
-            ],
-            "gpu=yes,zone=alpha",
-            10,
-            "no node fits: 1 down, 1 filtered by label gpu=yes, \
-             1 filtered by label zone=alpha, 0 out of slots, 1 out of memory",
-        );
-        check(
-            &["a up 0 100 -"],
-            "",
-            10,
-            "no node fits: 0 down, 0 filtered by label, 1 out of slots, 0 out of memory",
-        );
+    /// Takes the resources of a placement made by [`Cluster::place`] on this cluster: the
+    /// instance becomes a resident (as `attempt` of its job) and the preempted residents go.
+    pub fn commit(&mut self, ask: &Ask<'_>, placement: &Placement, attempt: u32) {
+        let _ = (ask, placement, attempt);
     }
 }
