@@ -1,10 +1,12 @@
 //! The module registry: signed modules uploaded by clients, verified against the scheduler's
 //! trust store and kept by digest.
 //!
-//! Unlike jobs and nodes, modules need no owner task: the registry only ever adds immutable
-//! entries keyed by their content, redb serialises its writers, and a module once stored never
-//! changes. So the gRPC edge calls the registry directly, and the state task only asks the store
-//! whether a job's module is there.
+//! Unlike jobs and nodes, modules need no owner task: the registry only ever adds entries keyed
+//! by their content, a module's bytes never change, and its record only gains namespaces, by a
+//! write the store guards against concurrent ones. So the gRPC edge calls the registry directly,
+//! and the state task only asks the store whether a job's module is there.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use vauban_core::{KeyId, ModuleDigest, ModuleKind, SignatureError, TrustStore};
@@ -23,6 +25,9 @@ pub(crate) struct ModuleRecord {
     pub(crate) signers: Vec<KeyId>,
     /// Unix milliseconds of its first upload.
     pub(crate) uploaded_at_ms: u64,
+    /// The namespaces it was uploaded into.
+    #[serde(default)]
+    pub(crate) namespaces: BTreeSet<String>,
 }
 
 /// Why a module was not accepted.
@@ -92,10 +97,11 @@ impl ModuleRegistry {
         ModuleUpload::new(self.max_bytes)
     }
 
-    /// Verifies an uploaded module and stores it by digest; a module already stored is
-    /// returned as it was first recorded.
+    /// Verifies a module uploaded into `namespace` and stores it by digest; a module already
+    /// stored is returned as it was first recorded, with `namespace` added to its namespaces.
     pub(crate) async fn admit(
         &self,
+        namespace: String,
         name: String,
         bytes: Vec<u8>,
     ) -> Result<ModuleRecord, ModuleError> {
@@ -114,8 +120,9 @@ impl ModuleRegistry {
                 size_bytes: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
                 signers: verified.signers,
                 uploaded_at_ms: crate::now_ms(),
+                namespaces: BTreeSet::new(),
             };
-            Ok(store.insert_module(record, &bytes)?)
+            Ok(store.insert_module(&namespace, record, &bytes)?)
         })
         .await
         .map_err(|e| ModuleError::Store(StoreError::Task(e.to_string())))?
@@ -167,18 +174,32 @@ mod tests {
         let signed = key.sign_module(TINY_MODULE).expect("sign");
 
         let record = registry
-            .admit("tiny".into(), signed.clone())
+            .admit("a".into(), "tiny".into(), signed.clone())
             .await
             .expect("admitted");
         assert_eq!(record.digest, ModuleDigest::of(&signed));
         assert_eq!(record.kind, ModuleKind::CoreModule);
         assert_eq!(record.signers, vec![key.public_key().id().clone()]);
-        let again = registry.admit("other".into(), signed).await.expect("again");
+        assert_eq!(record.namespaces, BTreeSet::from(["a".to_owned()]));
+        let again = registry
+            .admit("a".into(), "other".into(), signed.clone())
+            .await
+            .expect("again");
         assert_eq!(again, record);
+        // Into another namespace: the same module, which the record now lists there too.
+        let elsewhere = registry
+            .admit("b".into(), "other".into(), signed)
+            .await
+            .expect("elsewhere");
+        let record = ModuleRecord {
+            namespaces: BTreeSet::from(["a".to_owned(), "b".to_owned()]),
+            ..record
+        };
+        assert_eq!(elsewhere, record);
         assert_eq!(registry.list().await.expect("list"), vec![record.clone()]);
 
         let unsigned = registry
-            .admit(String::new(), TINY_MODULE.to_vec())
+            .admit("a".into(), String::new(), TINY_MODULE.to_vec())
             .await
             .expect_err("unsigned");
         assert!(
@@ -190,7 +211,7 @@ mod tests {
             .sign_module(TINY_MODULE)
             .expect("sign");
         let untrusted = registry
-            .admit(String::new(), stranger)
+            .admit("a".into(), String::new(), stranger)
             .await
             .expect_err("untrusted");
         assert!(
