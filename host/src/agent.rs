@@ -10,10 +10,17 @@
 //! therefore reported on the next connection; a message handed to a connection that then dies
 //! may still be lost, which the scheduler covers by requeueing the jobs of a node whose stream
 //! closed.
+//!
+//! Each registration says what the host already has, so that a scheduler (perhaps restarted)
+//! knows at once: the attempts still running here and the modules held (`CachedModules`).
+//! Heartbeats then repeat the running attempts, and the modules only when they changed: a
+//! heartbeat's empty `cached_modules` means "unchanged", not "none" (`connection::heartbeat`).
 
 mod backoff;
 mod connection;
 mod job;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -108,17 +115,7 @@ pub async fn run_agent(
         )
     })?;
     let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
-    let agent = Arc::new(Agent {
-        runtime,
-        store,
-        first_loads: FirstLoads::default(),
-        jobs: JobTable::default(),
-        outbox: outbox_tx,
-        tracker: TaskTracker::new(),
-        jobs_cancel: CancellationToken::new(),
-        drain_deadline: OnceLock::new(),
-        config,
-    });
+    let agent = Arc::new(Agent::new(config, runtime, store, outbox_tx));
     let mut outbox = Outbox::new(outbox_rx);
     let mut backoff = Backoff::new(agent.config.reconnect_min, agent.config.reconnect_max);
     let span = tracing::info_span!("agent", node = %agent.config.node_id);
@@ -155,6 +152,8 @@ struct Agent {
     runtime: Runtime,
     store: ModuleStore,
     first_loads: FirstLoads,
+    /// Modules this host holds, as registrations and heartbeats report them.
+    cached: CachedModules,
     /// Jobs not yet reported, by job id and attempt.
     jobs: JobTable,
     /// Where jobs send what they produce; drained by whichever connection is up.
@@ -167,6 +166,36 @@ struct Agent {
 }
 
 impl Agent {
+    /// An agent with no jobs yet, holding the modules `store` has on disk.
+    fn new(
+        config: AgentConfig,
+        runtime: Runtime,
+        store: ModuleStore,
+        outbox: mpsc::UnboundedSender<v1::HostMessage>,
+    ) -> Self {
+        // Once, at startup, like opening the store: a directory listing, no file is read.
+        let cached = match store.digests() {
+            Ok(digests) => CachedModules::new(digests),
+            Err(error) => {
+                // Only a placement hint is lost: jobs still find the modules by digest.
+                tracing::warn!(%error, "cannot list the module directory; reporting no modules");
+                CachedModules::default()
+            }
+        };
+        Self {
+            config,
+            runtime,
+            store,
+            first_loads: FirstLoads::default(),
+            cached,
+            jobs: JobTable::default(),
+            outbox,
+            tracker: TaskTracker::new(),
+            jobs_cancel: CancellationToken::new(),
+            drain_deadline: OnceLock::new(),
+        }
+    }
+
     /// Starts an assignment as its own task, or refuses it when the agent is shutting down.
     fn accept(
         self: &Arc<Self>,
@@ -284,6 +313,79 @@ impl FirstLoads {
     }
 }
 
+/// The modules this host holds, by digest: those in the module store on disk (listed at startup,
+/// added when a fetch is stored; their digest was checked then, and is again whenever one is
+/// read) and those loaded in the runtime, which keeps them for the life of the process (their
+/// signature verified too). The scheduler places jobs by it, so it is a hint, kept cheap: a set
+/// in memory, changed as modules come and go, never a scan of the directory after startup.
+///
+/// Every change bumps a version, so that a connection tells which heartbeats must carry the set
+/// by comparing versions, without keeping a copy of what it last sent.
+#[derive(Debug, Default)]
+struct CachedModules {
+    // A std mutex: held only to change or copy the set, never across an await.
+    state: Mutex<Cached>,
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    digests: BTreeSet<vauban_core::ModuleDigest>,
+    /// Bumped by every change to `digests`.
+    version: u64,
+}
+
+impl CachedModules {
+    fn new(digests: impl IntoIterator<Item = vauban_core::ModuleDigest>) -> Self {
+        let cached = Cached {
+            digests: digests.into_iter().collect(),
+            version: 0,
+        };
+        Self {
+            state: Mutex::new(cached),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records that this host holds `digest`.
+    fn insert(&self, digest: vauban_core::ModuleDigest) {
+        let mut state = self.state();
+        if state.digests.insert(digest) {
+            state.version += 1;
+        }
+    }
+
+    /// Records that this host no longer holds `digest`.
+    fn remove(&self, digest: &vauban_core::ModuleDigest) {
+        let mut state = self.state();
+        if state.digests.remove(digest) {
+            state.version += 1;
+        }
+    }
+
+    /// The version of the set and its digests as the protocol lists them, `sha256:<hex>`,
+    /// sorted.
+    fn snapshot(&self) -> (u64, Vec<String>) {
+        self.state().listed()
+    }
+
+    /// Like [`CachedModules::snapshot`], but only when the set changed since `version`.
+    fn changed_since(&self, version: u64) -> Option<(u64, Vec<String>)> {
+        let state = self.state();
+        // Versions only grow, so unequal means changed.
+        (state.version != version).then(|| state.listed())
+    }
+}
+
+impl Cached {
+    fn listed(&self) -> (u64, Vec<String>) {
+        let digests = self.digests.iter().map(ToString::to_string).collect();
+        (self.version, digests)
+    }
+}
+
 /// Jobs assigned to this host and not yet reported, with what cancels each.
 #[derive(Debug, Default)]
 struct JobTable {
@@ -333,99 +435,5 @@ impl JobTable {
             .map(|(job_id, attempt)| format!("{job_id}/{attempt}"))
             .collect();
         ids.into_iter().collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::RuntimeConfig;
-
-    fn runtime(dir: &std::path::Path) -> Runtime {
-        Runtime::new(RuntimeConfig {
-            max_instances: 1,
-            max_memory_bytes: 16 << 20,
-            ..RuntimeConfig::new(dir.join("cache"))
-        })
-        .expect("runtime starts")
-    }
-
-    /// An address nothing listens on: a port bound, then released.
-    fn unreachable_scheduler() -> String {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let address = listener.local_addr().expect("address");
-        format!("http://{address}")
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn keeps_redialing_an_unreachable_scheduler_until_shutdown() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = AgentConfig::new(unreachable_scheduler(), "n1", dir.path().join("modules"));
-        let shutdown = CancellationToken::new();
-        let agent = tokio::spawn(run_agent(config, runtime(dir.path()), shutdown.clone()));
-        // Paused time: this lets the agent go through many failed attempts and backoffs.
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        assert!(
-            !agent.is_finished(),
-            "an unreachable scheduler is not an error"
-        );
-        shutdown.cancel();
-        let ended = tokio::time::timeout(Duration::from_secs(1), agent)
-            .await
-            .expect("the agent stops promptly on shutdown")
-            .expect("the agent task did not panic");
-        assert!(ended.is_ok(), "{ended:?}");
-        assert!(dir.path().join("modules").is_dir(), "module store created");
-    }
-
-    #[tokio::test]
-    async fn an_address_without_a_scheme_is_a_configuration_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = AgentConfig::new("127.0.0.1:7070", "n1", dir.path().join("modules"));
-        let error = run_agent(config, runtime(dir.path()), CancellationToken::new())
-            .await
-            .expect_err("refused");
-        assert!(error.to_string().contains("scheme"), "{error:#}");
-    }
-
-    #[test]
-    fn first_loads_of_a_module_share_one_gate_until_one_succeeds() {
-        let loads = FirstLoads::default();
-        let digest = vauban_core::ModuleDigest::of(b"module");
-        let first = loads.gate(digest).expect("not loaded yet");
-        let second = loads.gate(digest).expect("not loaded yet");
-        assert!(Arc::ptr_eq(&first, &second), "one gate per module");
-        let other = loads
-            .gate(vauban_core::ModuleDigest::of(b"other"))
-            .expect("gate");
-        assert!(
-            !Arc::ptr_eq(&first, &other),
-            "modules do not wait for each other"
-        );
-        loads.loaded(digest);
-        assert!(loads.gate(digest).is_none(), "loaded: no more gate");
-    }
-
-    #[test]
-    fn job_table_tracks_attempts_separately() {
-        let table = JobTable::default();
-        let first = CancellationToken::new();
-        let second = CancellationToken::new();
-        assert!(table.insert("job-b", 1, first.clone()));
-        assert!(table.insert("job-b", 2, second.clone()));
-        assert!(table.insert("job-a", 1, CancellationToken::new()));
-        assert!(
-            !table.insert("job-b", 1, CancellationToken::new()),
-            "repeat"
-        );
-        assert_eq!(table.attempt_ids(), ["job-a/1", "job-b/1", "job-b/2"]);
-
-        assert!(table.cancel("job-b", 2));
-        assert!(second.is_cancelled() && !first.is_cancelled());
-        assert!(!table.cancel("job-c", 1));
-
-        table.remove("job-b", 1);
-        table.remove("job-b", 2);
-        assert_eq!(table.attempt_ids(), ["job-a/1"]);
     }
 }

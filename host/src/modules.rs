@@ -132,6 +132,32 @@ impl ModuleStore {
         Ok(Some(bytes))
     }
 
+    /// The digests of the modules in the directory, sorted: what a restarted host already holds.
+    /// Only names the store writes (`<64 lowercase hex>.wasm`) count; temporary files and
+    /// anything else are skipped. The files are not read: each is checked against its digest
+    /// when [`ModuleStore::get`] reads it, which removes one that no longer matches.
+    ///
+    /// # Errors
+    /// When the directory cannot be listed.
+    pub(crate) fn digests(&self) -> io::Result<Vec<ModuleDigest>> {
+        let mut digests = Vec::new();
+        for entry in self.dir.entries()? {
+            let name = entry?.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".wasm")) else {
+                continue;
+            };
+            // The digest parser also takes uppercase hex or a `sha256:` prefix; `get` reads only
+            // the name `file_name` gives, so only that name is a stored module.
+            if let Ok(digest) = hex.parse::<ModuleDigest>()
+                && digest.hex() == hex
+            {
+                digests.push(digest);
+            }
+        }
+        digests.sort_unstable();
+        Ok(digests)
+    }
+
     /// Stores `bytes` as the module `expected`, if that is their digest: written to a temporary
     /// name, then renamed into place, so a reader never sees a partial file. Kept in memory too,
     /// even if writing the file fails.
@@ -237,6 +263,35 @@ mod tests {
             "larger than the limit: not kept"
         );
         assert_eq!((memory.bytes, memory.order.len()), (8, 2));
+    }
+
+    #[test]
+    fn lists_the_digests_of_the_modules_on_disk() {
+        let (tmp, store) = store();
+        assert_eq!(store.digests().expect("list"), []);
+        let mut want = Vec::new();
+        for module in [&b"first"[..], b"second"] {
+            let bytes = Arc::<[u8]>::from(module);
+            let digest = ModuleDigest::of(&bytes);
+            store.put(&digest, &bytes).expect("put");
+            want.push(digest);
+        }
+        want.sort_unstable();
+        let dir = tmp.path().join("modules");
+        let hex = want[0].hex();
+        for stray in [
+            format!("{hex}.wasm.1.2.tmp"),
+            format!("{}.wasm", hex.to_uppercase()),
+            format!("sha256:{hex}.wasm"),
+            "notes.txt".to_owned(),
+            "abc.wasm".to_owned(),
+        ] {
+            std::fs::write(dir.join(stray), b"x").expect("write");
+        }
+        std::fs::create_dir(dir.join("sub")).expect("mkdir");
+        // A restarted host: a fresh store on the same directory, nothing in memory.
+        let again = ModuleStore::open(&dir).expect("open");
+        assert_eq!(again.digests().expect("list"), want);
     }
 
     #[test]

@@ -103,14 +103,10 @@ pub(super) async fn serve(
 ) -> anyhow::Result<End> {
     let config = &agent.config;
     let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
-    let register = v1::HostMessage {
-        message: Some(Message::Register(v1::Register {
-            node_id: config.node_id.clone(),
-            labels: config.labels.clone().into_iter().collect(),
-            slots: config.slots,
-            memory_bytes: config.memory_bytes,
-        })),
-    };
+    // Built before dialing, yet still true when the stream opens: jobs join and leave the job
+    // table only in a connection's loop, and no other connection runs meanwhile. Modules
+    // cached while dialing go in the first heartbeat.
+    let (register, mut modules_reported) = register(agent);
     // Cannot fail: `rx` is alive and the buffer empty.
     let _ = tx.try_send(register);
 
@@ -161,10 +157,10 @@ pub(super) async fn serve(
         "connected to the scheduler"
     );
 
-    let mut heartbeat = tokio::time::interval(interval);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // The first tick is immediate: the heartbeat right after registering tells a scheduler we
-    // reconnected to which jobs are still running here.
+    let mut heartbeat_timer = tokio::time::interval(interval);
+    heartbeat_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first tick is immediate: the heartbeat right after registering confirms the jobs
+    // `Register` listed, and carries the modules if they changed since.
     let mut heartbeat_due = false;
     // Heartbeats carry it, so the scheduler can tell a heartbeat that left before an
     // assignment arrived from one that omits a job the host no longer runs.
@@ -202,18 +198,13 @@ pub(super) async fn serve(
                 Ok(None) => return Ok(End::Closed),
                 Err(status) => return Err(anyhow!(status).context("the scheduler stream failed")),
             },
-            _ = heartbeat.tick() => heartbeat_due = true,
+            _ = heartbeat_timer.tick() => heartbeat_due = true,
             message = outbox.queue.recv(), if outbox.next.is_none() => outbox.next = message,
             permit = tx.reserve(), if heartbeat_due || outbox.next.is_some() => {
                 let permit = permit.map_err(|_| anyhow!("the stream to the scheduler closed"))?;
                 if heartbeat_due {
                     heartbeat_due = false;
-                    permit.send(v1::HostMessage {
-                        message: Some(Message::Heartbeat(v1::Heartbeat {
-                            running: agent.jobs.attempt_ids(),
-                            assignments_received,
-                        })),
-                    });
+                    permit.send(heartbeat(agent, assignments_received, &mut modules_reported));
                 } else if let Some(message) = outbox.next.take() {
                     agent.sent(&message);
                     permit.send(message);
@@ -234,6 +225,54 @@ pub(super) async fn serve(
     }
     tracing::info!("disconnected from the scheduler");
     Ok(End::Drained)
+}
+
+/// The first message of a stream: who this host is, what it offers, and what it already has
+/// (the attempts still running from before this stream, the modules it holds). Also returns the
+/// version of the module set it lists, for [`heartbeat`].
+pub(super) fn register(agent: &Agent) -> (v1::HostMessage, u64) {
+    let config = &agent.config;
+    let (version, cached_modules) = agent.cached.snapshot();
+    let register = v1::Register {
+        node_id: config.node_id.clone(),
+        labels: config.labels.clone().into_iter().collect(),
+        slots: config.slots,
+        memory_bytes: config.memory_bytes,
+        cached_modules,
+        running: agent.jobs.attempt_ids(),
+    };
+    let message = v1::HostMessage {
+        message: Some(Message::Register(register)),
+    };
+    (message, version)
+}
+
+/// A heartbeat: the attempts running here, and the modules held when they changed since the
+/// last ones this stream reported (at version `*modules_reported`, which it updates).
+///
+/// An empty `cached_modules` therefore means "unchanged", never "none": the scheduler keeps the
+/// set it has. A set that shrank to nothing (its only module found altered on disk and removed)
+/// goes unreported until the next registration or the next module; the cost of that stale hint
+/// is one fetch.
+pub(super) fn heartbeat(
+    agent: &Agent,
+    assignments_received: u64,
+    modules_reported: &mut u64,
+) -> v1::HostMessage {
+    let cached_modules = match agent.cached.changed_since(*modules_reported) {
+        Some((version, digests)) => {
+            *modules_reported = version;
+            digests
+        }
+        None => Vec::new(),
+    };
+    v1::HostMessage {
+        message: Some(Message::Heartbeat(v1::Heartbeat {
+            running: agent.jobs.attempt_ids(),
+            assignments_received,
+            cached_modules,
+        })),
+    }
 }
 
 /// Acts on one message from the scheduler.

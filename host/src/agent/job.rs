@@ -118,7 +118,11 @@ async fn prepare(
     }
     let bytes = match blocking(agent, move |agent| agent.store.get(&digest)).await? {
         Ok(Some(bytes)) => bytes,
-        Ok(None) => fetch_and_store(agent, client, module_digest, digest).await?,
+        Ok(None) => {
+            // Not on disk (any more, if it was altered there), nor loaded, checked above.
+            agent.cached.remove(&digest);
+            fetch_and_store(agent, client, module_digest, digest).await?
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot read the module store; fetching");
             fetch_and_store(agent, client, module_digest, digest).await?
@@ -143,6 +147,8 @@ async fn load(
     if gate.is_some() {
         agent.first_loads.loaded(digest);
     }
+    // Usually there already, from the store; not when storing it failed.
+    agent.cached.insert(digest);
     Ok(module)
 }
 
@@ -167,7 +173,10 @@ async fn fetch_and_store(
     })
     .await?;
     match stored {
-        Ok(()) => tracing::debug!(%digest, "module fetched and stored"),
+        Ok(()) => {
+            agent.cached.insert(digest);
+            tracing::debug!(%digest, "module fetched and stored");
+        }
         Err(mismatch @ StoreError::DigestMismatch { .. }) => return Err(mismatch.into()),
         // The bytes are right; only keeping them failed. The job runs, the next one fetches.
         Err(error @ StoreError::Io(_)) => tracing::warn!(%error, "module fetched, not stored"),
