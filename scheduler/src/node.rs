@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use vauban_core::{Capabilities, ModuleDigest};
 
 use crate::job::{JobId, OutputChunk, RunEnd};
-use crate::placement::NodeView;
+use crate::placement::{NodeView, Resident};
 
 /// A node's name, chosen by its operator and stable across restarts.
 #[derive(
@@ -46,7 +46,7 @@ impl fmt::Display for NodeId {
 }
 
 /// What a host says about itself when it connects.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Registration {
     pub(crate) id: NodeId,
     pub(crate) labels: BTreeMap<String, String>,
@@ -56,13 +56,34 @@ pub(crate) struct Registration {
     pub(crate) memory_bytes: u64,
 }
 
-/// Whether a node can be given work.
+/// Whether a node is connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum NodeState {
     /// Connected and heartbeating.
     Ready,
-    /// Disconnected or silent for too long; its jobs were requeued.
+    /// Disconnected or silent for too long; its attempts were declared lost.
     Down,
+    /// Known from before a scheduler restart and not reconnected yet: the attempts the store
+    /// says it runs are kept until it reconnects (and lists them) or is declared down.
+    Unknown,
+}
+
+/// A drain in progress (or done).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Drain {
+    /// Unix milliseconds.
+    pub(crate) started_at_ms: u64,
+    /// Unix milliseconds: batch work still on the node then is stopped and requeued.
+    pub(crate) deadline_ms: u64,
+}
+
+/// What the scheduler keeps of a node across restarts: what it registered with, and what
+/// operators decided about it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct NodeRecord {
+    pub(crate) registration: Registration,
+    pub(crate) eligible: bool,
+    pub(crate) drain: Option<Drain>,
 }
 
 /// Distinguishes successive connections of one node, so that the end of a replaced stream is
@@ -99,6 +120,8 @@ pub(crate) enum HostEvent {
         running: Vec<RunningAttempt>,
         /// Assignments the host had received on this stream when it sent the heartbeat.
         assignments_received: u64,
+        /// The modules it holds compiled, when that changed (`None`: unchanged).
+        cached_modules: Option<std::collections::BTreeSet<ModuleDigest>>,
     },
     /// Output of a running attempt.
     Output {
@@ -167,8 +190,13 @@ impl Drop for Connection {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Occupancy {
     pub(crate) memory_bytes: u64,
-    /// Cancelled by a client: the job is already terminal, but the slot stays counted until the
-    /// host reports the attempt finished or stops listing it.
+    /// Its job's priority, and whether it is batch work (which may be preempted).
+    pub(crate) priority: u8,
+    pub(crate) preemptible: bool,
+    /// Told to stop (cancelled, preempted, stopped by a drain): its attempt is no longer
+    /// current, and placement reuses its room at once (the host starts the next attempt only
+    /// when an instance slot is free). It stays listed until the host reports the attempt
+    /// finished or stops listing it.
     pub(crate) cancelled: bool,
     /// Consecutive heartbeats that did not list it (counting only heartbeats sent after the
     /// host received the assignment).
@@ -188,6 +216,11 @@ pub(crate) const UNLISTED_HEARTBEATS_BEFORE_LOST: u8 = 2;
 pub(crate) struct Node {
     pub(crate) registration: Registration,
     pub(crate) state: NodeState,
+    /// Operators' decision: an ineligible node gets no new work.
+    pub(crate) eligible: bool,
+    pub(crate) drain: Option<Drain>,
+    /// Modules whose compiled artifact the host holds, as it last said.
+    pub(crate) cached_modules: std::collections::BTreeSet<ModuleDigest>,
     /// For the down-after check; tokio's clock, so tests can pause it.
     pub(crate) last_heartbeat: Instant,
     /// For display, Unix milliseconds.
@@ -218,6 +251,9 @@ impl Node {
         Self {
             registration,
             state: NodeState::Ready,
+            eligible: true,
+            drain: None,
+            cached_modules: std::collections::BTreeSet::new(),
             last_heartbeat: now,
             last_heartbeat_ms: crate::now_ms(),
             connection: Some(connection),
@@ -258,16 +294,74 @@ impl Node {
         }
     }
 
+    /// A node known from the store, before its host reconnects.
+    pub(crate) fn recovered(record: NodeRecord, now: Instant) -> Self {
+        Self {
+            registration: record.registration,
+            state: NodeState::Unknown,
+            eligible: record.eligible,
+            drain: record.drain,
+            cached_modules: std::collections::BTreeSet::new(),
+            last_heartbeat: now,
+            last_heartbeat_ms: 0,
+            connection: None,
+            assignments_sent: 0,
+            attempts: BTreeMap::new(),
+        }
+    }
+
+    /// What is kept of it across restarts.
+    pub(crate) fn record(&self) -> NodeRecord {
+        NodeRecord {
+            registration: self.registration.clone(),
+            eligible: self.eligible,
+            drain: self.drain,
+        }
+    }
+
+    /// Why it gets no new work, or `None` if it does.
+    pub(crate) fn unschedulable_reason(&self) -> Option<&'static str> {
+        match self.state {
+            NodeState::Down => Some("down"),
+            NodeState::Unknown => Some("not reconnected"),
+            NodeState::Ready if self.drain.is_some() => Some("draining"),
+            NodeState::Ready if !self.eligible => Some("ineligible"),
+            NodeState::Ready => None,
+        }
+    }
+
+    /// Slots and memory held by attempts that are not stopping.
+    pub(crate) fn used(&self) -> (u32, u64) {
+        let current = self.attempts.values().filter(|o| !o.cancelled);
+        let (slots, memory) = current.fold((0u32, 0u64), |(s, m), o| {
+            (s.saturating_add(1), m.saturating_add(o.memory_bytes))
+        });
+        (slots, memory)
+    }
+
     /// What placement needs to know.
     pub(crate) fn view(&self) -> NodeView {
-        let used_memory: u64 = self.attempts.values().map(|o| o.memory_bytes).sum();
-        let used_slots = u32::try_from(self.attempts.len()).unwrap_or(u32::MAX);
+        let reason = self.unschedulable_reason();
         NodeView {
             id: self.registration.id.clone(),
             labels: self.registration.labels.clone(),
-            ready: self.state == NodeState::Ready,
-            free_slots: self.registration.slots.saturating_sub(used_slots),
-            free_memory_bytes: self.registration.memory_bytes.saturating_sub(used_memory),
+            schedulable: reason.is_none(),
+            unschedulable_reason: reason.unwrap_or(""),
+            total_slots: self.registration.slots,
+            total_memory_bytes: self.registration.memory_bytes,
+            residents: self
+                .attempts
+                .iter()
+                .filter(|(_, o)| !o.cancelled)
+                .map(|((job, attempt), o)| Resident {
+                    job: job.clone(),
+                    attempt: *attempt,
+                    priority: o.priority,
+                    memory_bytes: o.memory_bytes,
+                    preemptible: o.preemptible,
+                })
+                .collect(),
+            cached_modules: self.cached_modules.clone(),
         }
     }
 
@@ -312,9 +406,16 @@ impl Node {
 
     /// The jobs it runs, as listed to clients.
     pub(crate) fn summary(&self) -> NodeSummary {
+        let (used_slots, used_memory_bytes) = self.used();
         NodeSummary {
             registration: self.registration.clone(),
             state: self.state,
+            eligible: self.eligible,
+            drain: self.drain,
+            drained: self.drain.is_some() && self.attempts.is_empty(),
+            cached_modules: self.cached_modules.iter().copied().collect(),
+            used_slots,
+            used_memory_bytes,
             last_heartbeat_ms: self.last_heartbeat_ms,
             running: self.attempts.keys().map(|(job, _)| job.clone()).collect(),
         }
@@ -326,6 +427,13 @@ impl Node {
 pub(crate) struct NodeSummary {
     pub(crate) registration: Registration,
     pub(crate) state: NodeState,
+    pub(crate) eligible: bool,
+    pub(crate) drain: Option<Drain>,
+    /// The drain is over: nothing is left on the node.
+    pub(crate) drained: bool,
+    pub(crate) cached_modules: Vec<ModuleDigest>,
+    pub(crate) used_slots: u32,
+    pub(crate) used_memory_bytes: u64,
     pub(crate) last_heartbeat_ms: u64,
     /// Jobs holding a slot on it, cancelled ones still stopping included.
     pub(crate) running: Vec<JobId>,
@@ -356,6 +464,8 @@ mod tests {
                 (JobId::from(job.to_owned()), attempt),
                 Occupancy {
                     memory_bytes: 100,
+                    priority: 50,
+                    preemptible: true,
                     cancelled,
                     unlisted: 0,
                     sequence: 0,
@@ -392,8 +502,9 @@ mod tests {
     #[test]
     fn an_attempt_is_lost_after_two_heartbeats_without_it() {
         let mut n = node(&[("a", 1, false), ("b", 1, true), ("c", 2, false)]);
-        assert_eq!(n.view().free_slots, 1);
-        assert_eq!(n.view().free_memory_bytes, 700);
+        // the cancelled attempt's room is reused at once
+        assert_eq!(n.used(), (2, 200));
+        assert_eq!(n.view().residents.len(), 2);
 
         // "c" listed without its attempt number still counts; an unknown attempt is reported
         let first = n.reconcile(&running(&["c", "d/5"]), 0);
@@ -410,7 +521,7 @@ mod tests {
         assert_eq!(second.lost, vec![(JobId::from("a".to_owned()), 1)]);
         assert_eq!(second.released, 1);
         assert_eq!(n.attempts.len(), 1);
-        assert_eq!(n.view().free_slots, 3);
+        assert_eq!(n.used(), (1, 100));
     }
 
     #[test]
@@ -442,6 +553,8 @@ mod tests {
                 (JobId::from(job.to_owned()), 1),
                 Occupancy {
                     memory_bytes: 0,
+                    priority: 50,
+                    preemptible: true,
                     cancelled: false,
                     unlisted: 0,
                     sequence: 0,

@@ -15,12 +15,14 @@ use tracing::info;
 use vauban_proto::v1::host_link_server::HostLinkServer;
 use vauban_proto::v1::jobs_server::JobsServer;
 use vauban_proto::v1::modules_server::ModulesServer;
+use vauban_proto::v1::namespaces_server::NamespacesServer;
 use vauban_proto::v1::nodes_server::NodesServer;
 
 use crate::config::SchedulerConfig;
 use crate::module::ModuleRegistry;
 use crate::service::{
-    HostLinkService, JobsService, MAX_MESSAGE_BYTES, ModulesService, NodesService,
+    HostLinkService, JobsService, MAX_MESSAGE_BYTES, ModulesService, NamespacesService,
+    NodesService,
 };
 use crate::state::{self, StateConfig};
 use crate::store::Store;
@@ -83,6 +85,7 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let nodes = NodesServer::new(NodesService::new(scheduler.clone()));
+    let namespaces = NamespacesServer::new(NamespacesService::new(scheduler.clone()));
     let host_link = HostLinkServer::new(HostLinkService::new(
         scheduler.clone(),
         registry,
@@ -96,6 +99,9 @@ pub async fn serve(
     health.set_serving::<JobsServer<JobsService>>().await;
     health.set_serving::<ModulesServer<ModulesService>>().await;
     health.set_serving::<NodesServer<NodesService>>().await;
+    health
+        .set_serving::<NamespacesServer<NamespacesService>>()
+        .await;
     health
         .set_serving::<HostLinkServer<HostLinkService>>()
         .await;
@@ -122,6 +128,7 @@ pub async fn serve(
         .add_service(jobs)
         .add_service(modules)
         .add_service(nodes)
+        .add_service(namespaces)
         .add_service(host_link)
         .serve_with_incoming_shutdown(incoming, closing.clone().cancelled_owned())
         .await

@@ -1,5 +1,15 @@
-//! The scheduler's state and its one owner: a task that holds the jobs, the queue, the nodes
-//! and the watchers, and changes them only in response to a closed set of [`Command`]s.
+//! The scheduler's state and its one owner: a task that holds the jobs, the nodes, the
+//! namespaces' quotas and the watchers, and changes them only in response to a closed set of
+//! [`Command`]s.
+//!
+//! A job runs as attempts (allocations, [`crate::job::Allocation`]), numbered per job; the
+//! number is the fencing generation. The scheduling pass ([`State::schedule`]) walks the jobs
+//! that are not terminal, highest priority first then oldest, asks [`missing_instances`] what
+//! each lacks (a batch job one instance while nothing runs, a service each replica not running,
+//! a system job one instance per node, restarts after their backoff), checks the namespace's
+//! quota, and asks [`crate::placement`] where each goes, preempting lower-priority batch work
+//! if the placement says so. An attempt interrupted by the scheduler (node lost, preempted,
+//! drained) is simply missing at the next pass; one that ended by itself counts as a restart.
 //!
 //! Handlers on the gRPC edge send commands through a [`SchedulerHandle`] and wait for the reply;
 //! they never touch the state. Because one task applies every change, in order, there are no
@@ -32,6 +42,7 @@
 //!   a result is not recorded (its slot stays taken, so the job is requeued once the host stops
 //!   listing it), an assignment is not made (the job stays pending). Nothing is acknowledged.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,13 +54,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 use vauban_core::ModuleDigest;
 
-use crate::job::{JobId, JobRecord, JobSpec, JobState, OutputChunk, RunEnd};
-use crate::node::{
-    Assignment, Connection, ConnectionId, HostEvent, Node, NodeId, NodeState, NodeSummary,
-    Occupancy, Registration, RunningAttempt, ToHost,
+use crate::job::{
+    AllocState, DEFAULT_NAMESPACE, JobId, JobKind, JobRecord, JobSpec, JobState, OutputChunk,
+    Restart, RunEnd,
 };
-use crate::placement::{self, NodeView, Requirements};
-use crate::store::{JobWrite, Store, StoreError};
+use crate::node::{
+    Assignment, Connection, ConnectionId, Drain, HostEvent, Node, NodeId, NodeRecord, NodeState,
+    NodeSummary, Occupancy, Registration, RunningAttempt, ToHost,
+};
+use crate::placement::{self, Ask, Cluster, Placement, Unplaceable};
+use crate::store::{JobWrite, RecordKind, Store, StoreError};
 
 #[cfg(test)]
 mod tests;
@@ -69,7 +83,8 @@ const WATCH_BUFFER: usize = 1024;
 /// What the state task needs to know of the configuration.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StateConfig {
-    /// A ready node silent for longer is marked down.
+    /// A ready node silent for longer is marked down; a node known from before a restart that
+    /// has not reconnected within it too.
     pub(crate) down_after: Duration,
 }
 
@@ -78,8 +93,13 @@ pub(crate) struct StateConfig {
 pub(crate) enum SchedulerError {
     #[error("job {0} not found")]
     JobNotFound(JobId),
-    #[error("module {0} is not uploaded")]
-    ModuleNotUploaded(ModuleDigest),
+    #[error("node {0} not found")]
+    NodeNotFound(NodeId),
+    #[error("module {module} is not uploaded into namespace {namespace}")]
+    ModuleNotUploaded {
+        module: ModuleDigest,
+        namespace: String,
+    },
     #[error("scheduler is shutting down")]
     ShuttingDown,
     /// Shared: one failed group commit fails every submit of its batch.
@@ -95,10 +115,70 @@ impl From<StoreError> for SchedulerError {
 
 type Reply<T> = oneshot::Sender<Result<T, SchedulerError>>;
 
+/// A namespace's ceiling on what its running instances hold at once; 0 is unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Quota {
+    pub(crate) max_memory_bytes: u64,
+    pub(crate) max_instances: u32,
+}
+
+/// A namespace's quota, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct NamespaceRecord {
+    pub(crate) name: String,
+    pub(crate) quota: Quota,
+}
+
+/// What running instances of a namespace hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub(crate) memory_bytes: u64,
+    pub(crate) instances: u32,
+}
+
+impl Usage {
+    /// Why one more instance of `memory_bytes` would exceed `quota`, if it would.
+    fn exceeded_by(self, memory_bytes: u64, quota: Quota) -> Option<String> {
+        if quota.max_instances > 0 && self.instances >= quota.max_instances {
+            return Some(format!(
+                "{} of {} instances running",
+                self.instances, quota.max_instances
+            ));
+        }
+        if quota.max_memory_bytes > 0
+            && self.memory_bytes.saturating_add(memory_bytes) > quota.max_memory_bytes
+        {
+            return Some(format!(
+                "{} of {} memory bytes in use, {memory_bytes} more asked",
+                self.memory_bytes, quota.max_memory_bytes
+            ));
+        }
+        None
+    }
+}
+
+/// A namespace as `ListNamespaces` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NamespaceSummary {
+    pub(crate) name: String,
+    pub(crate) quota: Quota,
+    pub(crate) usage: Usage,
+    pub(crate) active_jobs: u32,
+}
+
+/// One instance of a planned job: where it would go, or why it would wait.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PlannedInstance {
+    pub(crate) instance: u32,
+    pub(crate) node: Option<NodeId>,
+    pub(crate) explanation: String,
+    pub(crate) preempt: Vec<(JobId, u32)>,
+}
+
 /// Everything the state task does, and nothing else.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Accept a job (its module must be stored).
+    /// Accept a job (its module must be stored in its namespace).
     Submit {
         spec: JobSpec,
         reply: Reply<JobRecord>,
@@ -110,6 +190,7 @@ pub(crate) enum Command {
     /// Jobs, newest first.
     List {
         state: Option<JobState>,
+        namespace: Option<String>,
         limit: usize,
         reply: oneshot::Sender<Vec<JobRecord>>,
     },
@@ -122,9 +203,18 @@ pub(crate) enum Command {
         id: JobId,
         reply: Reply<mpsc::Receiver<WatchEvent>>,
     },
+    /// Where the instances of this job would go now, without accepting it.
+    Plan {
+        spec: Box<JobSpec>,
+        reply: Reply<Vec<PlannedInstance>>,
+    },
     /// A host registered on a new stream; `outbound` carries what is sent to it.
     NodeConnected {
         registration: Registration,
+        /// Modules it holds compiled.
+        cached_modules: BTreeSet<ModuleDigest>,
+        /// Attempts it still runs from an earlier stream.
+        running: Vec<RunningAttempt>,
         outbound: mpsc::UnboundedSender<ToHost>,
         reply: Reply<ConnectionHandle>,
     },
@@ -142,7 +232,32 @@ pub(crate) enum Command {
     ListNodes {
         reply: oneshot::Sender<Vec<NodeSummary>>,
     },
-    /// Time passed: look for silent nodes.
+    GetNode {
+        id: NodeId,
+        reply: Reply<NodeSummary>,
+    },
+    /// Start draining a node: no new work, services and system instances moved off now,
+    /// batch work stopped and requeued at `deadline_ms`.
+    Drain {
+        id: NodeId,
+        deadline: Duration,
+        reply: Reply<NodeSummary>,
+    },
+    /// Make a node eligible for new work (ending a drain) or not.
+    SetEligibility {
+        id: NodeId,
+        eligible: bool,
+        reply: Reply<NodeSummary>,
+    },
+    ListNamespaces {
+        reply: oneshot::Sender<Vec<NamespaceSummary>>,
+    },
+    SetQuota {
+        namespace: String,
+        quota: Quota,
+        reply: Reply<NamespaceSummary>,
+    },
+    /// Time passed: look for silent nodes, drain deadlines and restarts due.
     Tick,
 }
 
@@ -199,10 +314,12 @@ impl SchedulerHandle {
     pub(crate) async fn list(
         &self,
         state: Option<JobState>,
+        namespace: Option<String>,
         limit: usize,
     ) -> Result<Vec<JobRecord>, SchedulerError> {
         self.ask(|reply| Command::List {
             state,
+            namespace,
             limit,
             reply,
         })
@@ -220,13 +337,25 @@ impl SchedulerHandle {
         self.ask(|reply| Command::Watch { id, reply }).await?
     }
 
+    pub(crate) async fn plan(&self, spec: JobSpec) -> Result<Vec<PlannedInstance>, SchedulerError> {
+        self.ask(|reply| Command::Plan {
+            spec: Box::new(spec),
+            reply,
+        })
+        .await?
+    }
+
     pub(crate) async fn node_connected(
         &self,
         registration: Registration,
+        cached_modules: BTreeSet<ModuleDigest>,
+        running: Vec<RunningAttempt>,
         outbound: mpsc::UnboundedSender<ToHost>,
     ) -> Result<ConnectionHandle, SchedulerError> {
         self.ask(|reply| Command::NodeConnected {
             registration,
+            cached_modules,
+            running,
             outbound,
             reply,
         })
@@ -260,6 +389,53 @@ impl SchedulerHandle {
         self.ask(|reply| Command::ListNodes { reply }).await
     }
 
+    pub(crate) async fn get_node(&self, id: NodeId) -> Result<NodeSummary, SchedulerError> {
+        self.ask(|reply| Command::GetNode { id, reply }).await?
+    }
+
+    pub(crate) async fn drain(
+        &self,
+        id: NodeId,
+        deadline: Duration,
+    ) -> Result<NodeSummary, SchedulerError> {
+        self.ask(|reply| Command::Drain {
+            id,
+            deadline,
+            reply,
+        })
+        .await?
+    }
+
+    pub(crate) async fn set_eligibility(
+        &self,
+        id: NodeId,
+        eligible: bool,
+    ) -> Result<NodeSummary, SchedulerError> {
+        self.ask(|reply| Command::SetEligibility {
+            id,
+            eligible,
+            reply,
+        })
+        .await?
+    }
+
+    pub(crate) async fn list_namespaces(&self) -> Result<Vec<NamespaceSummary>, SchedulerError> {
+        self.ask(|reply| Command::ListNamespaces { reply }).await
+    }
+
+    pub(crate) async fn set_quota(
+        &self,
+        namespace: String,
+        quota: Quota,
+    ) -> Result<NamespaceSummary, SchedulerError> {
+        self.ask(|reply| Command::SetQuota {
+            namespace,
+            quota,
+            reply,
+        })
+        .await?
+    }
+
     pub(crate) async fn tick(&self) -> Result<(), SchedulerError> {
         self.send(Command::Tick).await
     }
@@ -267,33 +443,79 @@ impl SchedulerHandle {
 
 /// Recovers the state from the store and starts the task that owns it.
 ///
-/// Jobs that were running when the scheduler stopped go back to the queue (their hosts' streams
-/// are gone, and with them any way to hear their results). When `closing` is cancelled the task
-/// closes every host stream and watch, so that the gRPC server can drain, and refuses new ones;
-/// it keeps answering other commands until `stop` is cancelled or every handle is dropped.
+/// Attempts that were running when the scheduler stopped stay running: their nodes come back
+/// as `Unknown`, holding them. A host that reconnects lists what it still runs, which adopts
+/// those attempts (their results are accepted as usual) and stops any it runs that are no
+/// longer current; a node that does not reconnect within `down_after` is declared down and its
+/// attempts lost, then rescheduled per their jobs' policy. When `closing` is cancelled the
+/// task closes every host stream and watch, so that the gRPC server can drain, and refuses new
+/// ones; it keeps answering other commands until `stop` is cancelled or every handle is
+/// dropped.
 pub(crate) async fn start(
     store: Store,
     config: StateConfig,
     closing: CancellationToken,
     stop: CancellationToken,
 ) -> Result<(SchedulerHandle, JoinHandle<()>), StoreError> {
-    let jobs = store.call(recover).await?;
-    let queue: BTreeSet<JobId> = jobs
+    let (jobs, node_records, namespaces) = store
+        .call(|s| {
+            Ok((
+                s.load_jobs()?,
+                s.load_records::<NodeRecord>(RecordKind::Node)?,
+                s.load_records::<NamespaceRecord>(RecordKind::Namespace)?,
+            ))
+        })
+        .await?;
+    let now = Instant::now();
+    let mut nodes: BTreeMap<NodeId, Node> = node_records
+        .into_iter()
+        .map(|r| (r.registration.id.clone(), Node::recovered(r, now)))
+        .collect();
+    let mut adopted = 0;
+    for job in jobs.iter().filter(|j| !j.state.is_terminal()) {
+        for alloc in job.running() {
+            let node = nodes.entry(alloc.node.clone()).or_insert_with(|| {
+                Node::recovered(
+                    NodeRecord {
+                        registration: Registration {
+                            id: alloc.node.clone(),
+                            labels: BTreeMap::new(),
+                            slots: 0,
+                            memory_bytes: 0,
+                        },
+                        eligible: true,
+                        drain: None,
+                    },
+                    now,
+                )
+            });
+            node.attempts.insert(
+                (job.id.clone(), alloc.attempt),
+                occupancy(job, alloc.memory_bytes),
+            );
+            adopted += 1;
+        }
+    }
+    let active: BTreeSet<QueueKey> = jobs
         .iter()
-        .filter(|j| j.state == JobState::Pending)
-        .map(|j| j.id.clone())
+        .filter(|j| !j.state.is_terminal())
+        .map(queue_key)
         .collect();
     info!(
         jobs = jobs.len(),
-        pending = queue.len(),
+        active = active.len(),
+        running_attempts = adopted,
+        nodes = nodes.len(),
         "scheduler state recovered"
     );
     let state = State {
         config,
+        clock: Clock::new(),
         store,
         jobs: jobs.into_iter().map(|j| (j.id.clone(), j)).collect(),
-        queue,
-        nodes: BTreeMap::new(),
+        active,
+        nodes,
+        namespaces: namespaces.into_iter().map(|n| (n.name, n.quota)).collect(),
         watchers: HashMap::new(),
         modules: HashSet::new(),
         next_connection: 0,
@@ -334,45 +556,71 @@ pub(crate) fn spawn_ticker(
     tokio::spawn(ticks.instrument(info_span!("scheduler_ticker")))
 }
 
-/// Loads every job and requeues those that were running, durably, before anything is served.
-fn recover(store: &Store) -> Result<Vec<JobRecord>, StoreError> {
-    let mut jobs = store.load_jobs()?;
-    let mut requeued = Vec::new();
-    for job in &mut jobs {
-        if job.state == JobState::Running {
-            *job = job.requeued("scheduler restarted; requeued".to_owned());
-            requeued.push(job.clone());
+/// The order jobs are placed in: highest priority first, then oldest first (ids sort in
+/// submission order).
+type QueueKey = (Reverse<u8>, JobId);
+
+fn queue_key(job: &JobRecord) -> QueueKey {
+    (Reverse(job.spec.priority), job.id.clone())
+}
+
+/// What an attempt of `job` holds on its node.
+fn occupancy(job: &JobRecord, memory_bytes: u64) -> Occupancy {
+    Occupancy {
+        memory_bytes,
+        priority: job.spec.priority,
+        preemptible: job.spec.kind == JobKind::Batch,
+        cancelled: false,
+        unlisted: 0,
+        sequence: 0,
+    }
+}
+
+/// Wall-clock milliseconds as the state task sees them: the time at its start, advanced by
+/// tokio's monotonic clock. Records carry Unix times, while durations between them (restart
+/// backoff, drain deadlines) follow one clock that cannot jump, and that tests can pause.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    start: Instant,
+    start_ms: u64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            start_ms: crate::now_ms(),
         }
     }
-    if !requeued.is_empty() {
-        warn!(
-            jobs = requeued.len(),
-            "requeuing jobs that were running before the restart"
-        );
-        store.put_jobs(&requeued)?;
+
+    fn now_ms(self) -> u64 {
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.start_ms.saturating_add(elapsed)
     }
-    Ok(jobs)
 }
 
 /// The state itself, owned by the task running [`State::run`].
 struct State {
     config: StateConfig,
+    clock: Clock,
     store: Store,
     /// Every job, by id: ids sort in submission order.
     jobs: BTreeMap<JobId, JobRecord>,
-    /// Ids of the pending jobs, oldest first. Invariant: exactly the jobs in state Pending.
-    queue: BTreeSet<JobId>,
-    /// Every node that ever registered since the start, ready or down.
+    /// The jobs that are not terminal, in placement order. Invariant: exactly those.
+    active: BTreeSet<QueueKey>,
+    /// Every node that registered, or that the store knows of.
     nodes: BTreeMap<NodeId, Node>,
+    /// Quotas set, by namespace.
+    namespaces: BTreeMap<String, Quota>,
     /// Open watches of non-terminal jobs.
     watchers: HashMap<JobId, Vec<mpsc::Sender<WatchEvent>>>,
-    /// Modules known to be stored. Modules are never removed, so once seen a module need not
-    /// be looked up again for every job.
-    modules: HashSet<ModuleDigest>,
+    /// Modules known to be stored, with the namespace they were uploaded into. Modules are
+    /// never removed, so once seen a pair need not be looked up again for every job.
+    modules: HashSet<(ModuleDigest, String)>,
     next_connection: ConnectionId,
     /// Shutting down: host streams and watches are closed and no new ones are opened.
     closing: bool,
-    /// The queue or the capacity changed since the last scheduling pass.
+    /// The jobs or the capacity changed since the last scheduling pass.
     dirty: bool,
     /// What the commands handled since the last commit changed, and owe.
     batch: Batch,
@@ -415,6 +663,8 @@ enum Undo {
     },
     /// A slot taken by an assignment: free it.
     Taken { node: NodeId, key: (JobId, u32) },
+    /// An attempt marked stopping (preempted, its job failed): it is current again.
+    Stopping { node: NodeId, key: (JobId, u32) },
 }
 
 /// What a batch owes once its commit is done (or has failed).
@@ -426,12 +676,22 @@ enum Effect {
         job: Box<JobRecord>,
         reply: Reply<JobRecord>,
     },
-    /// A result recorded: watchers are told.
-    Finished { job: Box<JobRecord>, node: NodeId },
+    /// A job changed without an assignment (a result, a stale result, a preemption, a
+    /// failure): watchers are told.
+    Changed {
+        job: Box<JobRecord>,
+        why: &'static str,
+    },
     /// An assignment made: the host is sent it and watchers are told.
     Assigned {
         job: Box<JobRecord>,
         assignment: Box<Assignment>,
+    },
+    /// An attempt to stop: its host is told.
+    Stop {
+        node: NodeId,
+        job: JobId,
+        attempt: u32,
     },
 }
 
@@ -486,6 +746,7 @@ impl State {
             }
             Command::List {
                 state,
+                namespace,
                 limit,
                 reply,
             } => {
@@ -495,6 +756,7 @@ impl State {
                     .values()
                     .rev()
                     .filter(|j| state.is_none_or(|s| j.state == s))
+                    .filter(|j| namespace.as_ref().is_none_or(|n| j.spec.namespace == *n))
                     .take(limit)
                     .cloned()
                     .collect();
@@ -514,13 +776,23 @@ impl State {
                     let _ = reply.send(events);
                 });
             }
+            Command::Plan { spec, reply } => {
+                self.settle().await;
+                let plan = self.plan(*spec).await;
+                let _ = reply.send(plan);
+            }
             Command::NodeConnected {
                 registration,
+                cached_modules,
+                running,
                 outbound,
                 reply,
             } => {
                 self.settle().await;
-                let _ = reply.send(self.node_connected(registration, outbound));
+                let connected = self
+                    .node_connected(registration, cached_modules, &running, outbound)
+                    .await;
+                let _ = reply.send(connected);
                 self.settle().await;
             }
             Command::NodeMessage {
@@ -544,6 +816,41 @@ impl State {
                 self.settle().await;
                 let _ = reply.send(self.nodes.values().map(Node::summary).collect());
             }
+            Command::GetNode { id, reply } => {
+                self.settle().await;
+                let _ = reply.send(self.node_summary(&id));
+            }
+            Command::Drain {
+                id,
+                deadline,
+                reply,
+            } => {
+                self.settle().await;
+                let _ = reply.send(self.drain(id, deadline).await);
+                self.settle().await;
+            }
+            Command::SetEligibility {
+                id,
+                eligible,
+                reply,
+            } => {
+                self.settle().await;
+                let _ = reply.send(self.set_eligibility(id, eligible).await);
+                self.settle().await;
+            }
+            Command::ListNamespaces { reply } => {
+                self.settle().await;
+                let _ = reply.send(self.namespace_summaries());
+            }
+            Command::SetQuota {
+                namespace,
+                quota,
+                reply,
+            } => {
+                self.settle().await;
+                let _ = reply.send(self.set_quota(namespace, quota).await);
+                self.settle().await;
+            }
             Command::Tick => {
                 self.settle().await;
                 self.tick().await;
@@ -564,23 +871,13 @@ impl State {
 
     /// Accepts a job into the batch; it is acknowledged once the batch is committed.
     async fn submit(&mut self, spec: JobSpec, reply: Reply<JobRecord>) {
-        match self.module_stored(spec.module).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let refused = SchedulerError::ModuleNotUploaded(spec.module);
-                self.answer(move || {
-                    let _ = reply.send(Err(refused));
-                });
-                return;
-            }
-            Err(e) => {
-                self.answer(move || {
-                    let _ = reply.send(Err(e.into()));
-                });
-                return;
-            }
+        if let Err(refused) = self.check_module(&spec).await {
+            self.answer(move || {
+                let _ = reply.send(Err(refused));
+            });
+            return;
         }
-        let job = JobRecord::new(JobId::generate(), spec, crate::now_ms());
+        let job = JobRecord::new(JobId::generate(), spec, self.clock.now_ms());
         self.batch.undo.push(Undo::Accepted(job.id.clone()));
         self.batch.writes.insert(
             job.id.clone(),
@@ -593,21 +890,31 @@ impl State {
             job: Box::new(job.clone()),
             reply,
         });
-        self.queue.insert(job.id.clone());
+        self.active.insert(queue_key(&job));
         self.jobs.insert(job.id.clone(), job);
         self.dirty = true;
     }
 
-    /// Whether the store holds this module, asked of the store only until it says yes.
-    async fn module_stored(&mut self, module: ModuleDigest) -> Result<bool, StoreError> {
-        if self.modules.contains(&module) {
-            return Ok(true);
+    /// The job's module must be uploaded into the job's namespace.
+    async fn check_module(&mut self, spec: &JobSpec) -> Result<(), SchedulerError> {
+        let key = (spec.module, spec.namespace.clone());
+        if self.modules.contains(&key) {
+            return Ok(());
         }
-        let stored = self.store.call(move |s| s.module(&module)).await?.is_some();
-        if stored {
-            self.modules.insert(module);
+        let module = spec.module;
+        let record = self.store.call(move |s| s.module(&module)).await?;
+        let uploaded = record.is_some_and(|r| {
+            r.namespaces.contains(&spec.namespace)
+                || (r.namespaces.is_empty() && spec.namespace == DEFAULT_NAMESPACE)
+        });
+        if !uploaded {
+            return Err(SchedulerError::ModuleNotUploaded {
+                module: spec.module,
+                namespace: spec.namespace.clone(),
+            });
         }
-        Ok(stored)
+        self.modules.insert(key);
+        Ok(())
     }
 
     async fn cancel(&mut self, id: JobId) -> Result<JobRecord, SchedulerError> {
@@ -618,25 +925,31 @@ impl State {
         if job.state.is_terminal() {
             return Ok(job.clone());
         }
-        let running = (job.state == JobState::Running)
-            .then(|| job.node.clone().map(|node| (node, job.attempts)))
-            .flatten();
-        let cancelled = self.persist_one(job.cancelled(crate::now_ms())).await?;
+        let running: Vec<(NodeId, u32)> =
+            job.running().map(|a| (a.node.clone(), a.attempt)).collect();
+        let cancelled = self.persist_one(job.cancelled(self.clock.now_ms())).await?;
         info!(job = %id, "job cancelled");
-        if let Some((node_id, attempt)) = running
-            && let Some(node) = self.nodes.get_mut(&node_id)
-        {
-            // The slot stays taken until the host confirms the attempt is over.
-            if let Some(occupancy) = node.attempts.get_mut(&(id.clone(), attempt)) {
-                occupancy.cancelled = true;
-            }
-            node.send(ToHost::Cancel {
-                job: id.clone(),
-                attempt,
-            });
+        for (node, attempt) in running {
+            self.stop_now(&node, &id, attempt);
         }
         self.apply(cancelled.clone());
         Ok(cancelled)
+    }
+
+    /// Tells a host to stop an attempt that is no longer current; its room is reused at once
+    /// (see [`Occupancy::cancelled`]).
+    fn stop_now(&mut self, node_id: &NodeId, job: &JobId, attempt: u32) {
+        let Some(node) = self.nodes.get_mut(node_id) else {
+            return;
+        };
+        if let Some(occupancy) = node.attempts.get_mut(&(job.clone(), attempt)) {
+            occupancy.cancelled = true;
+        }
+        node.send(ToHost::Cancel {
+            job: job.clone(),
+            attempt,
+        });
+        self.dirty = true;
     }
 
     fn watch(&mut self, id: JobId) -> Result<mpsc::Receiver<WatchEvent>, SchedulerError> {
@@ -659,9 +972,11 @@ impl State {
         Ok(receiver)
     }
 
-    fn node_connected(
+    async fn node_connected(
         &mut self,
         registration: Registration,
+        cached_modules: BTreeSet<ModuleDigest>,
+        running: &[RunningAttempt],
         outbound: mpsc::UnboundedSender<ToHost>,
     ) -> Result<ConnectionHandle, SchedulerError> {
         if self.closing {
@@ -682,30 +997,49 @@ impl State {
             slots = registration.slots,
             memory_bytes = registration.memory_bytes,
             labels = ?registration.labels,
+            running = running.len(),
             "node registered"
         );
         let now = Instant::now();
-        match self.nodes.get_mut(&registration.id) {
+        let id = registration.id.clone();
+        let before = self.nodes.get(&id).map(Node::record);
+        match self.nodes.get_mut(&id) {
             Some(node) => {
                 if node.connection.is_some() {
-                    info!(node = %registration.id, "closing the stream the node registered on before");
+                    info!(node = %id, "closing the stream the node registered on before");
                 }
-                // The attempts it holds are kept: if the host still runs them, its heartbeats
-                // list them and their results are accepted on the new stream; if not, they are
-                // requeued after two heartbeats without them.
+                // The attempts it holds are kept: the attempts the host says it still runs
+                // are adopted, the others are lost after one more heartbeat without them.
                 node.registration = registration;
                 node.state = NodeState::Ready;
                 node.connection = Some(connection);
                 node.restart_sequence();
                 node.last_heartbeat = now;
-                node.last_heartbeat_ms = crate::now_ms();
+                node.last_heartbeat_ms = self.clock.now_ms();
             }
             None => {
-                let id = registration.id.clone();
                 self.nodes
-                    .insert(id, Node::new(registration, connection, now));
+                    .insert(id.clone(), Node::new(registration, connection, now));
             }
         }
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.cached_modules = cached_modules;
+        }
+        // Kept across restarts: what it offers and what operators decided about it.
+        let record = self.nodes.get(&id).map(Node::record);
+        if let Some(record) = record
+            && before.as_ref() != Some(&record)
+        {
+            let key = id.to_string();
+            if let Err(e) = self
+                .store
+                .call(move |s| s.put_record(RecordKind::Node, &key, &record))
+                .await
+            {
+                error!(node = %id, error = %e, "cannot persist the node's registration");
+            }
+        }
+        self.reconcile(id, running, 0).await;
         self.dirty = true;
         Ok(handle)
     }
@@ -724,9 +1058,17 @@ impl State {
             HostEvent::Heartbeat {
                 running,
                 assignments_received,
+                cached_modules,
             } => {
                 self.settle().await;
-                self.heartbeat(node_id, &running, assignments_received)
+                if let Some(node) = self.nodes.get_mut(&node_id) {
+                    node.last_heartbeat = Instant::now();
+                    node.last_heartbeat_ms = self.clock.now_ms();
+                    if let Some(cached) = cached_modules {
+                        node.cached_modules = cached;
+                    }
+                }
+                self.reconcile(node_id, &running, assignments_received)
                     .await;
                 self.settle().await;
             }
@@ -744,7 +1086,10 @@ impl State {
         }
     }
 
-    async fn heartbeat(
+    /// Compares what a host says it runs with what the scheduler believes: attempts it does
+    /// not list are lost (after the margin of [`crate::node::Node::reconcile`]), attempts it
+    /// runs that are not current are stopped.
+    async fn reconcile(
         &mut self,
         node_id: NodeId,
         running: &[RunningAttempt],
@@ -753,27 +1098,29 @@ impl State {
         let Some(node) = self.nodes.get_mut(&node_id) else {
             return;
         };
-        node.last_heartbeat = Instant::now();
-        node.last_heartbeat_ms = crate::now_ms();
         let reconciled = node.reconcile(running, assignments_received);
         for (job, attempt) in reconciled.unknown {
-            // Typically an attempt that was requeued while its node was cut off: stop the
+            // Typically an attempt that was rescheduled while its node was cut off: stop the
             // duplicate.
-            info!(node = %node_id, %job, attempt, "node runs an attempt that is not its own; cancelling it");
+            info!(node = %node_id, %job, attempt, "node runs an attempt that is not current; stopping it");
             node.send(ToHost::Cancel { job, attempt });
         }
         if reconciled.released > 0 {
             self.dirty = true;
         }
+        let now = self.clock.now_ms();
         let lost = reconciled
             .lost
             .into_iter()
             .filter_map(|(job, attempt)| {
                 let job = self.jobs.get(&job)?;
                 job.is_running_on(&node_id, attempt).then(|| {
-                    job.requeued(format!(
-                        "node {node_id} stopped running attempt {attempt}; requeued"
-                    ))
+                    job.interrupted(
+                        attempt,
+                        AllocState::Lost,
+                        format!("node {node_id} stopped running it without a result"),
+                        now,
+                    )
                 })
             })
             .collect();
@@ -803,60 +1150,128 @@ impl State {
     }
 
     /// Records an attempt's end, once: only if the job is running that very attempt on that
-    /// node. Anything else (an attempt requeued since, a cancelled job, a duplicate) is stale.
+    /// node. The result of an attempt that was fenced (lost, preempted, stopped, or its job
+    /// cancelled) is noted on that attempt as stale, never recorded as the job's.
     fn finished(&mut self, node_id: NodeId, job_id: JobId, attempt: u32, end: RunEnd) {
-        let Some(node) = self.nodes.get_mut(&node_id) else {
-            return;
-        };
         let key = (job_id.clone(), attempt);
-        let Some(occupancy) = node.attempts.remove(&key) else {
-            info!(node = %node_id, job = %job_id, attempt, "ignoring a stale result: the node does not hold this attempt");
+        let occupancy = self
+            .nodes
+            .get_mut(&node_id)
+            .and_then(|n| n.attempts.remove(&key));
+        if let Some(occupancy) = occupancy {
+            self.dirty = true;
+            self.batch.undo.push(Undo::Freed {
+                node: node_id.clone(),
+                key,
+                occupancy,
+            });
+        }
+        let Some(job) = self.jobs.get(&job_id) else {
+            info!(node = %node_id, job = %job_id, attempt, "ignoring a result for an unknown job");
             return;
         };
-        self.dirty = true;
-        let Some(job) = self
-            .jobs
-            .get(&job_id)
-            .filter(|j| j.is_running_on(&node_id, attempt))
-        else {
-            info!(node = %node_id, job = %job_id, attempt, "ignoring a stale result: the job no longer runs this attempt");
+        if !job.is_running_on(&node_id, attempt) {
+            let from_that_node = job.allocation(attempt).is_some_and(|a| a.node == node_id);
+            if from_that_node && let Some(noted) = job.with_stale_result(attempt, &end) {
+                info!(node = %node_id, job = %job_id, attempt, "recording a stale result: the attempt was fenced");
+                self.stage(noted.clone());
+                self.batch.effects.push(Effect::Changed {
+                    job: Box::new(noted),
+                    why: "stale result noted",
+                });
+            } else {
+                info!(node = %node_id, job = %job_id, attempt, "ignoring a result of an attempt that is not current");
+            }
             return;
-        };
-        let done = job.finished(end, crate::now_ms());
+        }
         // Undone if the commit fails: keeping the attempt on the node means it is requeued, and
         // run again, once the host stops listing it. A result is never recorded twice, but may
         // be lost.
-        self.batch.undo.push(Undo::Freed {
-            node: node_id.clone(),
-            key,
-            occupancy,
-        });
+        let done = job.finished(attempt, end, self.clock.now_ms());
         self.stage(done.clone());
-        self.batch.effects.push(Effect::Finished {
+        self.batch.effects.push(Effect::Changed {
             job: Box::new(done),
-            node: node_id,
+            why: "attempt finished",
         });
     }
 
     async fn tick(&mut self) {
         let now = Instant::now();
         let down_after = self.config.down_after;
-        let silent: Vec<NodeId> = self
+        let silent: Vec<(NodeId, &'static str)> = self
             .nodes
             .values()
             .filter(|n| {
-                n.state == NodeState::Ready && now.duration_since(n.last_heartbeat) > down_after
+                matches!(n.state, NodeState::Ready | NodeState::Unknown)
+                    && now.duration_since(n.last_heartbeat) > down_after
             })
-            .map(|n| n.id().clone())
+            .map(|n| {
+                let why = if n.state == NodeState::Unknown {
+                    "did not reconnect after the scheduler restarted"
+                } else {
+                    "no heartbeat"
+                };
+                (n.id().clone(), why)
+            })
             .collect();
-        for node in silent {
-            self.node_down(node, &format!("no heartbeat for {down_after:?}"))
+        for (node, why) in silent {
+            self.node_down(node, &format!("{why} for {down_after:?}"))
                 .await;
+        }
+        self.drain_deadlines().await;
+        // Restarts with a backoff become due with time alone.
+        self.dirty = true;
+    }
+
+    /// Stops and requeues the batch work still on draining nodes past their deadline.
+    async fn drain_deadlines(&mut self) {
+        let now = self.clock.now_ms();
+        let mut due = Vec::new();
+        for node in self.nodes.values() {
+            let Some(drain) = node.drain else { continue };
+            if now < drain.deadline_ms {
+                continue;
+            }
+            for ((job, attempt), occupancy) in &node.attempts {
+                if !occupancy.cancelled {
+                    due.push((node.id().clone(), job.clone(), *attempt));
+                }
+            }
+        }
+        self.stop_attempts(due, AllocState::Stopped, "drain deadline reached")
+            .await;
+    }
+
+    /// Stops attempts now (drain), recording them with `state`; their instances are placed
+    /// again elsewhere.
+    async fn stop_attempts(
+        &mut self,
+        attempts: Vec<(NodeId, JobId, u32)>,
+        state: AllocState,
+        why: &str,
+    ) {
+        let now = self.clock.now_ms();
+        let mut changed: BTreeMap<JobId, JobRecord> = BTreeMap::new();
+        let mut stops = Vec::new();
+        for (node, job_id, attempt) in attempts {
+            let Some(job) = changed.get(&job_id).or_else(|| self.jobs.get(&job_id)) else {
+                continue;
+            };
+            if !job.is_running_on(&node, attempt) {
+                continue;
+            }
+            let job = job.interrupted(attempt, state, format!("{why} on node {node}"), now);
+            changed.insert(job_id.clone(), job);
+            stops.push((node, job_id, attempt));
+        }
+        self.requeue(changed.into_values().collect()).await;
+        for (node, job, attempt) in stops {
+            self.stop_now(&node, &job, attempt);
         }
     }
 
     /// Marks a node down, closes its stream (its host sees the end and reconnects) and
-    /// requeues its running jobs, attempts kept.
+    /// declares its attempts lost.
     async fn node_down(&mut self, node_id: NodeId, why: &str) {
         let Some(node) = self.nodes.get_mut(&node_id) else {
             return;
@@ -865,33 +1280,43 @@ impl State {
         node.state = NodeState::Down;
         node.connection = None;
         let attempts = std::mem::take(&mut node.attempts);
-        let lost = attempts
-            .into_keys()
-            .filter_map(|(job, attempt)| {
-                let job = self.jobs.get(&job)?;
-                job.is_running_on(&node_id, attempt)
-                    .then(|| job.requeued(format!("node {node_id} lost; requeued")))
-            })
-            .collect();
-        self.requeue(lost).await;
+        let now = self.clock.now_ms();
+        let mut changed: BTreeMap<JobId, JobRecord> = BTreeMap::new();
+        for (job_id, attempt) in attempts.into_keys() {
+            let Some(job) = changed.get(&job_id).or_else(|| self.jobs.get(&job_id)) else {
+                continue;
+            };
+            if job.is_running_on(&node_id, attempt) {
+                let job = job.interrupted(
+                    attempt,
+                    AllocState::Lost,
+                    format!("node {node_id} lost ({why})"),
+                    now,
+                );
+                changed.insert(job_id, job);
+            }
+        }
+        self.requeue(changed.into_values().collect()).await;
         self.dirty = true;
     }
 
-    /// Puts running jobs back in the queue.
+    /// Commits jobs whose attempts were interrupted; the scheduling pass places their
+    /// instances again.
     async fn requeue(&mut self, jobs: Vec<JobRecord>) {
         if jobs.is_empty() {
             return;
         }
         for job in &jobs {
-            warn!(job = %job.id, attempt = job.attempts, "{}", job.message);
+            warn!(job = %job.id, "{}", job.message);
         }
         let jobs = match self.persist(jobs.clone()).await {
             Ok(jobs) => jobs,
             Err(e) => {
-                // Applied anyway: the store still says Running, which recovery requeues too, so
-                // memory and store converge on the next start. Not applying would leave the jobs
-                // running on a node that no longer holds them.
-                error!(error = %e, "cannot persist requeued jobs; requeued in memory only");
+                // Applied anyway: the store still says Running on that node, which recovery
+                // resolves too (the node does not list the attempt, or never comes back), so
+                // memory and store converge. Not applying would leave the attempts running
+                // on a node that no longer holds them.
+                error!(error = %e, "cannot persist interrupted attempts; applied in memory only");
                 jobs
             }
         };
@@ -901,74 +1326,409 @@ impl State {
         self.dirty = true;
     }
 
-    /// Walks the pending jobs oldest first and assigns each that fits a node; the others are
-    /// told why not. Assignments join the batch: committed with it, then sent.
-    fn schedule(&mut self) {
-        self.dirty = false;
-        let mut views: Vec<NodeView> = self.nodes.values().map(Node::view).collect();
-        let mut assigned = Vec::new();
-        for id in &self.queue {
-            let Some(job) = self.jobs.get_mut(id) else {
-                continue;
-            };
-            let req = Requirements {
-                label_selector: job.spec.label_selector.clone(),
-                memory_bytes: job.spec.capabilities.limits.memory_bytes,
-            };
-            match placement::place(&views, &req) {
-                Ok(node) => {
-                    if let Some(view) = views.iter_mut().find(|v| v.id == node) {
-                        view.free_slots = view.free_slots.saturating_sub(1);
-                        view.free_memory_bytes =
-                            view.free_memory_bytes.saturating_sub(req.memory_bytes);
-                    }
-                    job.waiting = None;
-                    assigned.push(job.assigned(node));
+    /// What each namespace's running instances hold now.
+    fn usage(&self) -> BTreeMap<String, Usage> {
+        let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
+        for node in self.nodes.values() {
+            for ((job, _), occupancy) in &node.attempts {
+                if occupancy.cancelled {
+                    continue;
                 }
-                Err(why) => job.waiting = Some(why.to_string()),
+                let Some(job) = self.jobs.get(job) else {
+                    continue;
+                };
+                let u = usage.entry(job.spec.namespace.clone()).or_default();
+                u.instances = u.instances.saturating_add(1);
+                u.memory_bytes = u.memory_bytes.saturating_add(occupancy.memory_bytes);
             }
         }
-        for job in assigned {
-            let Some(node_id) = job.node.clone() else {
+        usage
+    }
+
+    /// Walks the active jobs in placement order and places every instance they miss; the
+    /// others are told why they wait. Assignments, preemptions and failures join the batch:
+    /// committed with it, then sent.
+    fn schedule(&mut self) {
+        self.dirty = false;
+        let now = self.clock.now_ms();
+        let mut cluster = Cluster::new(self.nodes.values().map(Node::view).collect());
+        let mut usage = self.usage();
+        let order: Vec<JobId> = self.active.iter().map(|(_, id)| id.clone()).collect();
+        for id in order {
+            let Some(job) = self.jobs.get(&id) else {
                 continue;
             };
-            let Some(node) = self.nodes.get_mut(&node_id) else {
+            if job.state.is_terminal() {
+                continue;
+            }
+            let wanted = match missing_instances(job, self.nodes.keys(), now) {
+                Ok(wanted) => wanted,
+                Err(why) => {
+                    self.fail(&id, why);
+                    continue;
+                }
+            };
+            let mut waiting: Vec<String> = wanted.delayed;
+            for want in wanted.now {
+                let Some(job) = self.jobs.get(&id) else {
+                    break;
+                };
+                let memory = job.spec.capabilities.limits.memory_bytes;
+                let ns_usage = usage.get(&job.spec.namespace).copied().unwrap_or_default();
+                let quota = self
+                    .namespaces
+                    .get(&job.spec.namespace)
+                    .copied()
+                    .unwrap_or_default();
+                if let Some(over) = ns_usage.exceeded_by(memory, quota) {
+                    waiting.push(format!(
+                        "namespace {} over quota: {over}",
+                        job.spec.namespace
+                    ));
+                    break;
+                }
+                let placed_on: Vec<NodeId> = job.running().map(|a| a.node.clone()).collect();
+                let ask = Ask {
+                    job: &job.id,
+                    module: &job.spec.module,
+                    memory_bytes: memory,
+                    priority: job.spec.priority,
+                    spec: &job.spec.placement,
+                    placed_on: &placed_on,
+                    only_node: want.node.as_ref(),
+                    preemptible: job.spec.kind == JobKind::Batch,
+                };
+                match cluster.place(&ask) {
+                    Ok(placement) => {
+                        let attempt = job.next_attempt();
+                        cluster.commit(&ask, &placement, attempt);
+                        let u = usage.entry(job.spec.namespace.clone()).or_default();
+                        u.instances = u.instances.saturating_add(1);
+                        u.memory_bytes = u.memory_bytes.saturating_add(memory);
+                        self.assign(&id, want.instance, placement, now);
+                    }
+                    // A system job does not wait for nodes it may not run on.
+                    Err(why) if want.node.is_some() && ruled_out(&why) => {}
+                    Err(why) => waiting.push(why.to_string()),
+                }
+            }
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.waiting = (!waiting.is_empty()).then(|| waiting.join("; "));
+            }
+        }
+    }
+
+    /// Records one placement: preempted attempts first, then the new attempt.
+    fn assign(&mut self, id: &JobId, instance: u32, placement: Placement, now: u64) {
+        let Placement {
+            node: node_id,
+            preempt,
+            explanation,
+        } = placement;
+        let Some(job) = self.jobs.get(id) else {
+            return;
+        };
+        let priority = job.spec.priority;
+        for (victim, attempt) in preempt {
+            let why = format!("preempted by job {id} (priority {priority})");
+            let Some(record) = self.jobs.get(&victim) else {
                 continue;
             };
-            let key = (job.id.clone(), job.attempts);
-            node.attempts.insert(
-                key.clone(),
-                Occupancy {
-                    memory_bytes: job.spec.capabilities.limits.memory_bytes,
-                    cancelled: false,
-                    unlisted: 0,
-                    sequence: 0,
-                },
-            );
-            self.batch.undo.push(Undo::Taken { node: node_id, key });
-            let assignment = Assignment {
-                job: job.id.clone(),
-                attempt: job.attempts,
-                module: job.spec.module,
-                capabilities: job.spec.capabilities.clone(),
-                stdin: job.spec.stdin.clone(),
-                program: job.spec.program().to_owned(),
-            };
-            self.stage(job.clone());
-            self.batch.effects.push(Effect::Assigned {
-                job: Box::new(job),
-                assignment: Box::new(assignment),
+            if !record.is_running_on(&node_id, attempt) {
+                continue;
+            }
+            let record = record.interrupted(attempt, AllocState::Preempted, why, now);
+            info!(job = %victim, attempt, node = %node_id, by = %id, "preempting");
+            self.stage(record.clone());
+            self.mark_stopping(&node_id, &victim, attempt);
+            self.batch.effects.push(Effect::Changed {
+                job: Box::new(record),
+                why: "preempted",
             });
         }
+        let Some(job) = self.jobs.get(id) else {
+            return;
+        };
+        let job = job.assigned(instance, node_id.clone(), explanation.to_string(), now);
+        let Some(alloc) = job.allocations.last() else {
+            return;
+        };
+        let key = (job.id.clone(), alloc.attempt);
+        let held = occupancy(&job, alloc.memory_bytes);
+        let Some(node) = self.nodes.get_mut(&node_id) else {
+            return;
+        };
+        node.attempts.insert(key.clone(), held);
+        self.batch.undo.push(Undo::Taken {
+            node: node_id.clone(),
+            key,
+        });
+        let assignment = Assignment {
+            job: job.id.clone(),
+            attempt: alloc.attempt,
+            module: job.spec.module,
+            capabilities: job.spec.capabilities.clone(),
+            stdin: job.spec.stdin.clone(),
+            program: job.spec.program().to_owned(),
+        };
+        self.stage(job.clone());
+        self.batch.effects.push(Effect::Assigned {
+            job: Box::new(job),
+            assignment: Box::new(assignment),
+        });
+    }
+
+    /// Fails a job in the batch (an instance exhausted its restarts) and stops what it runs.
+    fn fail(&mut self, id: &JobId, why: String) {
+        let Some(job) = self.jobs.get(id) else {
+            return;
+        };
+        warn!(job = %id, "job failed: {why}");
+        let running: Vec<(NodeId, u32)> =
+            job.running().map(|a| (a.node.clone(), a.attempt)).collect();
+        let failed = job.failed(why, self.clock.now_ms());
+        self.stage(failed.clone());
+        for (node, attempt) in running {
+            self.mark_stopping(&node, id, attempt);
+        }
+        self.batch.effects.push(Effect::Changed {
+            job: Box::new(failed),
+            why: "failed",
+        });
+    }
+
+    /// In a batch: the attempt is no longer current, its host is told after the commit.
+    fn mark_stopping(&mut self, node_id: &NodeId, job: &JobId, attempt: u32) {
+        let key = (job.clone(), attempt);
+        if let Some(occupancy) = self
+            .nodes
+            .get_mut(node_id)
+            .and_then(|n| n.attempts.get_mut(&key))
+        {
+            occupancy.cancelled = true;
+            self.batch.undo.push(Undo::Stopping {
+                node: node_id.clone(),
+                key,
+            });
+        }
+        self.batch.effects.push(Effect::Stop {
+            node: node_id.clone(),
+            job: job.clone(),
+            attempt,
+        });
+    }
+
+    /// Where a job's instances would go now: a scheduling pass for it alone, on a copy of
+    /// the cluster, that changes nothing.
+    async fn plan(&mut self, spec: JobSpec) -> Result<Vec<PlannedInstance>, SchedulerError> {
+        self.check_module(&spec).await?;
+        let now = self.clock.now_ms();
+        let job = JobRecord::new(JobId::from("(planned)".to_owned()), spec, now);
+        let mut cluster = Cluster::new(self.nodes.values().map(Node::view).collect());
+        let mut usage = self
+            .usage()
+            .get(&job.spec.namespace)
+            .copied()
+            .unwrap_or_default();
+        let quota = self
+            .namespaces
+            .get(&job.spec.namespace)
+            .copied()
+            .unwrap_or_default();
+        let wanted = missing_instances(&job, self.nodes.keys(), now).unwrap_or_default();
+        let memory = job.spec.capabilities.limits.memory_bytes;
+        let mut placed_on = Vec::new();
+        let mut planned = Vec::new();
+        for (n, want) in wanted.now.into_iter().enumerate() {
+            let attempt = u32::try_from(n).unwrap_or(u32::MAX).saturating_add(1);
+            if let Some(over) = usage.exceeded_by(memory, quota) {
+                planned.push(PlannedInstance {
+                    instance: want.instance,
+                    node: None,
+                    explanation: format!("namespace {} over quota: {over}", job.spec.namespace),
+                    preempt: Vec::new(),
+                });
+                continue;
+            }
+            let ask = Ask {
+                job: &job.id,
+                module: &job.spec.module,
+                memory_bytes: memory,
+                priority: job.spec.priority,
+                spec: &job.spec.placement,
+                placed_on: &placed_on,
+                only_node: want.node.as_ref(),
+                preemptible: job.spec.kind == JobKind::Batch,
+            };
+            match cluster.place(&ask) {
+                Ok(placement) => {
+                    cluster.commit(&ask, &placement, attempt);
+                    usage.instances = usage.instances.saturating_add(1);
+                    usage.memory_bytes = usage.memory_bytes.saturating_add(memory);
+                    placed_on.push(placement.node.clone());
+                    planned.push(PlannedInstance {
+                        instance: want.instance,
+                        node: Some(placement.node),
+                        explanation: placement.explanation.to_string(),
+                        preempt: placement.preempt,
+                    });
+                }
+                Err(why) => {
+                    if want.node.is_some() && ruled_out(&why) {
+                        // A system job does not run on nodes its constraints rule out.
+                        continue;
+                    }
+                    planned.push(PlannedInstance {
+                        instance: want.instance,
+                        node: None,
+                        explanation: why.to_string(),
+                        preempt: Vec::new(),
+                    });
+                }
+            }
+        }
+        Ok(planned)
+    }
+
+    fn node_summary(&self, id: &NodeId) -> Result<NodeSummary, SchedulerError> {
+        self.nodes
+            .get(id)
+            .map(Node::summary)
+            .ok_or_else(|| SchedulerError::NodeNotFound(id.clone()))
+    }
+
+    async fn persist_node(&self, id: &NodeId) -> Result<(), SchedulerError> {
+        let Some(record) = self.nodes.get(id).map(Node::record) else {
+            return Err(SchedulerError::NodeNotFound(id.clone()));
+        };
+        let key = id.to_string();
+        self.store
+            .call(move |s| s.put_record(RecordKind::Node, &key, &record))
+            .await?;
+        Ok(())
+    }
+
+    /// Starts a drain: the node takes no new work; its service and system instances stop now
+    /// and are placed elsewhere; batch work may finish until the deadline.
+    async fn drain(
+        &mut self,
+        id: NodeId,
+        deadline: Duration,
+    ) -> Result<NodeSummary, SchedulerError> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| SchedulerError::NodeNotFound(id.clone()))?;
+        let previous = node.drain;
+        let now = self.clock.now_ms();
+        node.drain = Some(Drain {
+            started_at_ms: now,
+            deadline_ms: now
+                .saturating_add(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)),
+        });
+        if let Err(e) = self.persist_node(&id).await {
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.drain = previous;
+            }
+            return Err(e);
+        }
+        info!(node = %id, ?deadline, "node draining");
+        let movable: Vec<(NodeId, JobId, u32)> = self
+            .nodes
+            .get(&id)
+            .map(|n| {
+                n.attempts
+                    .iter()
+                    .filter(|(_, o)| !o.cancelled && !o.preemptible)
+                    .map(|((job, attempt), _)| (id.clone(), job.clone(), *attempt))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.stop_attempts(movable, AllocState::Stopped, "node draining")
+            .await;
+        self.dirty = true;
+        self.node_summary(&id)
+    }
+
+    async fn set_eligibility(
+        &mut self,
+        id: NodeId,
+        eligible: bool,
+    ) -> Result<NodeSummary, SchedulerError> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| SchedulerError::NodeNotFound(id.clone()))?;
+        let previous = (node.eligible, node.drain);
+        node.eligible = eligible;
+        if eligible {
+            // Making a node eligible again is how a drain ends.
+            node.drain = None;
+        }
+        if let Err(e) = self.persist_node(&id).await {
+            if let Some(node) = self.nodes.get_mut(&id) {
+                (node.eligible, node.drain) = previous;
+            }
+            return Err(e);
+        }
+        info!(node = %id, eligible, "node eligibility set");
+        self.dirty = true;
+        self.node_summary(&id)
+    }
+
+    fn namespace_summaries(&self) -> Vec<NamespaceSummary> {
+        let usage = self.usage();
+        let mut names: BTreeSet<String> = self.namespaces.keys().cloned().collect();
+        names.insert(DEFAULT_NAMESPACE.to_owned());
+        let mut active: BTreeMap<&str, u32> = BTreeMap::new();
+        for job in self.jobs.values() {
+            names.insert(job.spec.namespace.clone());
+            if !job.state.is_terminal() {
+                *active.entry(&job.spec.namespace).or_default() += 1;
+            }
+        }
+        names
+            .into_iter()
+            .map(|name| NamespaceSummary {
+                quota: self.namespaces.get(&name).copied().unwrap_or_default(),
+                usage: usage.get(&name).copied().unwrap_or_default(),
+                active_jobs: active.get(name.as_str()).copied().unwrap_or_default(),
+                name,
+            })
+            .collect()
+    }
+
+    async fn set_quota(
+        &mut self,
+        namespace: String,
+        quota: Quota,
+    ) -> Result<NamespaceSummary, SchedulerError> {
+        let record = NamespaceRecord {
+            name: namespace.clone(),
+            quota,
+        };
+        let key = namespace.clone();
+        self.store
+            .call(move |s| s.put_record(RecordKind::Namespace, &key, &record))
+            .await?;
+        info!(%namespace, ?quota, "namespace quota set");
+        self.namespaces.insert(namespace.clone(), quota);
+        self.dirty = true;
+        self.namespace_summaries()
+            .into_iter()
+            .find(|n| n.name == namespace)
+            .ok_or_else(|| {
+                SchedulerError::Store(Arc::new(StoreError::Task("namespace vanished".to_owned())))
+            })
     }
 
     /// Changes a job in memory now and in the store at the next commit, remembering how to
     /// undo it. Watchers hear of it after the commit.
     fn stage(&mut self, job: JobRecord) {
-        if job.state == JobState::Pending {
-            self.queue.insert(job.id.clone());
+        if job.state.is_terminal() {
+            self.active.remove(&queue_key(&job));
         } else {
-            self.queue.remove(&job.id);
+            self.active.insert(queue_key(&job));
         }
         if let Some(old) = self.jobs.insert(job.id.clone(), job.clone()) {
             self.batch.undo.push(Undo::Record(Box::new(old)));
@@ -1022,14 +1782,15 @@ impl State {
     fn undo(&mut self, step: Undo) {
         match step {
             Undo::Accepted(id) => {
-                self.queue.remove(&id);
-                self.jobs.remove(&id);
+                if let Some(job) = self.jobs.remove(&id) {
+                    self.active.remove(&queue_key(&job));
+                }
             }
             Undo::Record(job) => {
-                if job.state == JobState::Pending {
-                    self.queue.insert(job.id.clone());
+                if job.state.is_terminal() {
+                    self.active.remove(&queue_key(&job));
                 } else {
-                    self.queue.remove(&job.id);
+                    self.active.insert(queue_key(&job));
                 }
                 self.jobs.insert(job.id.clone(), *job);
             }
@@ -1047,6 +1808,15 @@ impl State {
                     node.attempts.remove(&key);
                 }
             }
+            Undo::Stopping { node, key } => {
+                if let Some(o) = self
+                    .nodes
+                    .get_mut(&node)
+                    .and_then(|n| n.attempts.get_mut(&key))
+                {
+                    o.cancelled = false;
+                }
+            }
         }
     }
 
@@ -1055,34 +1825,41 @@ impl State {
         match (effect, failed) {
             (Effect::Answer(send), _) => send(),
             (Effect::Accepted { job, reply }, None) => {
-                info!(job = %job.id, module = %job.spec.module, "job accepted");
+                info!(job = %job.id, module = %job.spec.module, kind = job.spec.kind.name(), "job accepted");
                 let _ = reply.send(Ok(*job));
             }
             (Effect::Accepted { reply, .. }, Some(e)) => {
                 let _ = reply.send(Err(SchedulerError::Store(Arc::clone(e))));
             }
-            (Effect::Finished { job, node }, None) => {
-                info!(job = %job.id, node = %node, attempt = job.attempts, state = ?job.state, message = %job.message, "job finished");
+            (Effect::Changed { job, why }, None) => {
+                info!(job = %job.id, state = ?job.state, message = %job.message, "{why}");
                 self.notify(&job);
             }
-            (Effect::Finished { job, .. }, Some(_)) => {
-                error!(job = %job.id, "cannot record a result; the job will be requeued");
+            (Effect::Changed { job, why }, Some(_)) => {
+                error!(job = %job.id, "cannot commit a change ({why}); not applied");
             }
             (Effect::Assigned { job, assignment }, None) => {
-                if let Some(node) = job.node.as_ref().and_then(|n| self.nodes.get_mut(n)) {
+                if let Some(node) = job.last_node().and_then(|n| self.nodes.get_mut(n)) {
+                    info!(job = %job.id, node = %node.id(), attempt = assignment.attempt, "job assigned");
                     node.assign(assignment);
-                    info!(job = %job.id, node = %node.id(), attempt = job.attempts, "job assigned");
                 }
                 self.notify(&job);
             }
             (Effect::Assigned { job, .. }, Some(_)) => {
-                error!(job = %job.id, "cannot persist an assignment; the job stays pending");
+                error!(job = %job.id, "cannot persist an assignment; the instance stays pending");
             }
+            (Effect::Stop { node, job, attempt }, None) => {
+                if let Some(node) = self.nodes.get(&node) {
+                    node.send(ToHost::Cancel { job, attempt });
+                }
+            }
+            (Effect::Stop { .. }, Some(_)) => {}
         }
     }
 
     /// Closes host streams and watches so that the server can drain. Nodes are marked down
-    /// without requeuing: their jobs stay Running in the store, and the next start requeues them.
+    /// without declaring their attempts lost: the store still says they run, and the next
+    /// start waits for their hosts to reconnect.
     fn close_streams(&mut self) {
         info!("shutting down: closing host streams and watches");
         self.closing = true;
@@ -1108,12 +1885,12 @@ impl State {
             .ok_or_else(|| StoreError::Task("persisted job went missing".to_owned()))
     }
 
-    /// Installs a committed transition: the job, the queue, and the job's watchers.
+    /// Installs a committed transition: the job, the active set, and the job's watchers.
     fn apply(&mut self, job: JobRecord) {
-        if job.state == JobState::Pending {
-            self.queue.insert(job.id.clone());
+        if job.state.is_terminal() {
+            self.active.remove(&queue_key(&job));
         } else {
-            self.queue.remove(&job.id);
+            self.active.insert(queue_key(&job));
         }
         self.notify(&job);
         self.jobs.insert(job.id.clone(), job);
@@ -1138,4 +1915,106 @@ impl State {
             self.watchers.remove(&job.id);
         }
     }
+}
+
+/// True when a system job's instance may not run on its node at all (down, draining,
+/// ineligible, or failing a constraint), as opposed to waiting for room there.
+fn ruled_out(why: &Unplaceable) -> bool {
+    why.explanation
+        .filtered
+        .keys()
+        .any(|k| k != placement::NOT_REQUESTED)
+}
+
+/// One instance to place now; `node` is set for a system job's instance on that node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Want {
+    instance: u32,
+    node: Option<NodeId>,
+}
+
+/// The instances a job misses: those to place now, and why the others wait.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Wanted {
+    now: Vec<Want>,
+    delayed: Vec<String>,
+}
+
+/// What a job that is not terminal misses, given the nodes known: a batch job one instance
+/// while nothing runs; a service each replica not running; a system job an instance on every
+/// node without one (placement then rules out the nodes it may not run on). A service or
+/// system instance that ended by itself restarts after its backoff.
+///
+/// # Errors
+/// Why the job fails: an instance ended by itself more often than its policy allows.
+fn missing_instances<'a>(
+    job: &JobRecord,
+    nodes: impl Iterator<Item = &'a NodeId>,
+    now_ms: u64,
+) -> Result<Wanted, String> {
+    let mut wanted = Wanted::default();
+    let mut check = |key: String, history: Vec<&crate::job::Allocation>, want: Want| {
+        match job.restart(history.into_iter()) {
+            Restart::Now => wanted.now.push(want),
+            Restart::At(at) if at <= now_ms => wanted.now.push(want),
+            Restart::At(at) => wanted.delayed.push(format!(
+                "{key} restarts in {:.1}s",
+                Duration::from_millis(at - now_ms).as_secs_f64()
+            )),
+            Restart::Exhausted(times) => {
+                return Err(format!(
+                    "{key} ended {times} times, more than the {} restarts allowed",
+                    job.spec.restart.attempts
+                ));
+            }
+        }
+        Ok(())
+    };
+    match job.spec.kind {
+        JobKind::Batch => {
+            if job.running().next().is_none() {
+                wanted.now.push(Want {
+                    instance: 0,
+                    node: None,
+                });
+            }
+        }
+        JobKind::Service { replicas } => {
+            for instance in 0..replicas {
+                let history: Vec<_> = job
+                    .allocations
+                    .iter()
+                    .filter(|a| a.instance == instance)
+                    .collect();
+                if history.iter().any(|a| a.state == AllocState::Running) {
+                    continue;
+                }
+                check(
+                    format!("instance {instance}"),
+                    history,
+                    Want {
+                        instance,
+                        node: None,
+                    },
+                )?;
+            }
+        }
+        JobKind::System => {
+            for node in nodes {
+                let history: Vec<_> = job.allocations.iter().filter(|a| a.node == *node).collect();
+                if history.iter().any(|a| a.state == AllocState::Running) {
+                    continue;
+                }
+                check(
+                    format!("instance on node {node}"),
+                    history,
+                    Want {
+                        instance: 0,
+                        node: Some(node.clone()),
+                    },
+                )?;
+            }
+        }
+    }
+    Ok(wanted)
 }

@@ -56,6 +56,7 @@ async fn bench() {
     let upload = v1::UploadModuleRequest {
         chunk: module.clone(),
         name: "hello".into(),
+        ..Default::default()
     };
     let digest = ModulesClient::new(channel.clone())
         .upload_module(tokio_stream::iter([upload]))

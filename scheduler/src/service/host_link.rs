@@ -4,6 +4,7 @@
 //! forwards: the host's messages to the state task (from a task of its own), and the state
 //! task's assignments and cancellations to the host.
 
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument as _, debug, info, info_span, warn};
+use vauban_core::ModuleDigest;
 use vauban_proto::convert::{InvalidField, RunResult};
 use vauban_proto::v1;
 use vauban_proto::v1::host_message::Message as FromHost;
@@ -63,18 +65,23 @@ impl v1::host_link_server::HostLink for HostLinkService {
         let registration = match inbound.message().await? {
             Some(v1::HostMessage {
                 message: Some(FromHost::Register(register)),
-            }) => registration_from_proto(register)?,
+            }) => greeting_from_proto(register)?,
             _ => {
                 return Err(Status::invalid_argument(
                     "the first message on the stream must be a register",
                 ));
             }
         };
+        let Greeting {
+            registration,
+            cached_modules,
+            running,
+        } = registration;
         let node = registration.id.clone();
         let (outbound, to_host) = mpsc::unbounded_channel();
         let connection = self
             .scheduler
-            .node_connected(registration, outbound)
+            .node_connected(registration, cached_modules, running, outbound)
             .await?;
         let span = info_span!("host_link", node = %node, connection = connection.id);
         tokio::spawn(
@@ -163,22 +170,43 @@ async fn forward_from_host(
     let _ = scheduler.node_disconnected(node, connection.id).await;
 }
 
-fn registration_from_proto(register: v1::Register) -> Result<Registration, InvalidField> {
+/// What a host says when it connects.
+#[derive(Debug)]
+struct Greeting {
+    registration: Registration,
+    cached_modules: BTreeSet<ModuleDigest>,
+    running: Vec<RunningAttempt>,
+}
+
+fn greeting_from_proto(register: v1::Register) -> Result<Greeting, InvalidField> {
     let v1::Register {
         node_id,
         labels,
         slots,
         memory_bytes,
+        cached_modules,
+        running,
     } = register;
     if node_id.is_empty() {
         return Err(InvalidField::new("register.node_id", "required"));
     }
-    Ok(Registration {
-        id: NodeId::from(node_id),
-        labels: labels.into_iter().collect(),
-        slots,
-        memory_bytes,
+    Ok(Greeting {
+        registration: Registration {
+            id: NodeId::from(node_id),
+            labels: labels.into_iter().collect(),
+            slots,
+            memory_bytes,
+        },
+        cached_modules: digests_from_proto("register.cached_modules", &cached_modules)?,
+        running: running.iter().map(|r| RunningAttempt::parse(r)).collect(),
     })
+}
+
+fn digests_from_proto(
+    field: &str,
+    digests: &[String],
+) -> Result<BTreeSet<ModuleDigest>, InvalidField> {
+    digests.iter().map(|d| parse_digest(field, d)).collect()
 }
 
 /// A host's message after `Register`; `None` for an empty one.
@@ -197,9 +225,14 @@ fn event_from_proto(message: v1::HostMessage) -> Result<Option<HostEvent>, Inval
         FromHost::Heartbeat(v1::Heartbeat {
             running,
             assignments_received,
+            cached_modules,
         }) => HostEvent::Heartbeat {
             running: running.iter().map(|r| RunningAttempt::parse(r)).collect(),
             assignments_received,
+            // Sent only when it changed: empty means unchanged.
+            cached_modules: (!cached_modules.is_empty())
+                .then(|| digests_from_proto("heartbeat.cached_modules", &cached_modules))
+                .transpose()?,
         },
         FromHost::Output(v1::JobOutput {
             job_id,
@@ -322,6 +355,6 @@ mod tests {
             event_from_proto(v1::HostMessage { message: None }),
             Ok(None)
         );
-        assert!(registration_from_proto(v1::Register::default()).is_err());
+        assert!(greeting_from_proto(v1::Register::default()).is_err());
     }
 }

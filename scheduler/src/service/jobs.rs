@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -13,7 +14,11 @@ use vauban_proto::convert::{InvalidField, capabilities_from_proto};
 use vauban_proto::v1;
 
 use super::modules::parse_digest;
-use crate::job::{JobId, JobRecord, JobSpec, JobState, OutputChunk, OutputStream};
+use crate::job::{
+    AllocState, Allocation, DEFAULT_NAMESPACE, DEFAULT_PRIORITY, JobId, JobKind, JobRecord,
+    JobSpec, JobState, OutputChunk, OutputStream, RestartPolicy,
+};
+use crate::placement::{Affinity, Constraint, Operator, PlacementSpec, Spread};
 use crate::state::{SchedulerHandle, WatchEvent};
 
 /// Largest stdin a job may carry.
@@ -65,7 +70,16 @@ impl v1::jobs_server::Jobs for JobsService {
         &self,
         request: Request<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
-        let v1::ListJobsRequest { state, limit } = request.into_inner();
+        let v1::ListJobsRequest {
+            state,
+            limit,
+            namespace,
+        } = request.into_inner();
+        let namespace = if namespace.is_empty() {
+            None
+        } else {
+            Some(namespace_from_proto("namespace", namespace)?)
+        };
         let state = match v1::JobState::try_from(state) {
             Ok(state) => state_from_proto(state),
             Err(_) => {
@@ -79,7 +93,7 @@ impl v1::jobs_server::Jobs for JobsService {
             Ok(n) => n.min(MAX_LIST_LIMIT),
             Err(_) => MAX_LIST_LIMIT,
         };
-        let jobs = self.scheduler.list(state, limit).await?;
+        let jobs = self.scheduler.list(state, namespace, limit).await?;
         Ok(Response::new(v1::ListJobsResponse {
             jobs: jobs
                 .into_iter()
@@ -95,6 +109,31 @@ impl v1::jobs_server::Jobs for JobsService {
         let v1::CancelJobRequest { id } = request.into_inner();
         let job = self.scheduler.cancel(JobId::from(id)).await?;
         Ok(Response::new(job_to_proto(job, Stdin::Omit)))
+    }
+
+    async fn plan_job(
+        &self,
+        request: Request<v1::PlanJobRequest>,
+    ) -> Result<Response<v1::PlanJobResponse>, Status> {
+        let v1::PlanJobRequest { spec } = request.into_inner();
+        let spec = spec.ok_or_else(|| InvalidField::new("spec", "required"))?;
+        let spec = spec_from_proto(spec, self.default_limits)?;
+        let planned = self.scheduler.plan(spec).await?;
+        Ok(Response::new(v1::PlanJobResponse {
+            instances: planned
+                .into_iter()
+                .map(|p| v1::PlannedInstance {
+                    instance: p.instance,
+                    node_id: p.node.map(|n| n.to_string()).unwrap_or_default(),
+                    explanation: p.explanation,
+                    preempt: p
+                        .preempt
+                        .into_iter()
+                        .map(|(job, attempt)| format!("{job}/{attempt}"))
+                        .collect(),
+                })
+                .collect(),
+        }))
     }
 
     type WatchJobStream = WatchStream;
@@ -150,13 +189,27 @@ impl Stream for WatchStream {
     }
 }
 
-fn spec_from_proto(spec: v1::JobSpec, defaults: Limits) -> Result<JobSpec, InvalidField> {
+/// Largest number of replicas a service may ask for.
+const MAX_REPLICAS: u32 = 10_000;
+
+pub(crate) fn spec_from_proto(
+    spec: v1::JobSpec,
+    defaults: Limits,
+) -> Result<JobSpec, InvalidField> {
     let v1::JobSpec {
         name,
         module_digest,
         capabilities,
         stdin,
         label_selector,
+        namespace,
+        r#type,
+        replicas,
+        restart,
+        priority,
+        constraints,
+        affinities,
+        spreads,
     } = spec;
     let module = parse_digest("spec.module_digest", &module_digest)?;
     let capabilities = capabilities_from_proto(capabilities.unwrap_or_default(), defaults)?;
@@ -169,13 +222,305 @@ fn spec_from_proto(spec: v1::JobSpec, defaults: Limits) -> Result<JobSpec, Inval
             ),
         ));
     }
+    let namespace = namespace_from_proto("spec.namespace", namespace)?;
+    let kind = match v1::JobType::try_from(r#type) {
+        Ok(v1::JobType::Unspecified | v1::JobType::Batch) => JobKind::Batch,
+        Ok(v1::JobType::Service) => JobKind::Service {
+            replicas: match replicas {
+                0 => 1,
+                n if n > MAX_REPLICAS => {
+                    return Err(InvalidField::new(
+                        "spec.replicas",
+                        format!("{n}, more than {MAX_REPLICAS}"),
+                    ));
+                }
+                n => n,
+            },
+        },
+        Ok(v1::JobType::System) => JobKind::System,
+        Err(_) => {
+            return Err(InvalidField::new(
+                "spec.type",
+                format!("unknown job type {type}", type = r#type),
+            ));
+        }
+    };
+    if replicas > 1 && !matches!(kind, JobKind::Service { .. }) {
+        return Err(InvalidField::new(
+            "spec.replicas",
+            "only a service job has replicas",
+        ));
+    }
+    let restart = restart.map_or(RestartPolicy::DEFAULT, |r| {
+        let v1::RestartPolicy {
+            attempts,
+            initial_delay_ms,
+            max_delay_ms,
+        } = r;
+        let or = |v: u64, d: Duration| if v == 0 { d } else { Duration::from_millis(v) };
+        RestartPolicy {
+            attempts: if attempts == 0 {
+                RestartPolicy::DEFAULT.attempts
+            } else {
+                attempts
+            },
+            initial_delay: or(initial_delay_ms, RestartPolicy::DEFAULT.initial_delay),
+            max_delay: or(max_delay_ms, RestartPolicy::DEFAULT.max_delay),
+        }
+    });
+    let priority = match priority {
+        0 => DEFAULT_PRIORITY,
+        p => u8::try_from(p)
+            .ok()
+            .filter(|p| *p <= 100)
+            .ok_or_else(|| InvalidField::new("spec.priority", format!("{p}, not in 0..=100")))?,
+    };
+    let mut placement = PlacementSpec::default();
+    // The selector is shorthand for `=` constraints.
+    for (label, value) in label_selector.into_iter().collect::<BTreeMap<_, _>>() {
+        placement.constraints.push(Constraint {
+            label,
+            op: Operator::Eq(value),
+        });
+    }
+    for (i, c) in constraints.into_iter().enumerate() {
+        placement
+            .constraints
+            .push(constraint_from_proto(&format!("spec.constraints[{i}]"), c)?);
+    }
+    for (i, a) in affinities.into_iter().enumerate() {
+        let field = format!("spec.affinities[{i}]");
+        let v1::Affinity { constraint, weight } = a;
+        let Constraint { label, op } = constraint_from_proto(
+            &format!("{field}.constraint"),
+            constraint
+                .ok_or_else(|| InvalidField::new(format!("{field}.constraint"), "required"))?,
+        )?;
+        let weight = i8::try_from(weight)
+            .ok()
+            .filter(|w| (-100..=100).contains(w) && *w != 0)
+            .ok_or_else(|| {
+                InvalidField::new(
+                    format!("{field}.weight"),
+                    format!("{weight}, not in -100..=100 or 0"),
+                )
+            })?;
+        placement.affinities.push(Affinity { label, op, weight });
+    }
+    for (i, sp) in spreads.into_iter().enumerate() {
+        let field = format!("spec.spreads[{i}]");
+        let v1::Spread {
+            label,
+            weight,
+            targets,
+        } = sp;
+        if label.is_empty() {
+            return Err(InvalidField::new(format!("{field}.label"), "required"));
+        }
+        let weight = match weight {
+            0 => 50,
+            w => u8::try_from(w).ok().filter(|w| *w <= 100).ok_or_else(|| {
+                InvalidField::new(format!("{field}.weight"), format!("{w}, not in 0..=100"))
+            })?,
+        };
+        let mut total = 0u32;
+        let mut percents = BTreeMap::new();
+        for (value, percent) in targets {
+            total = total.saturating_add(percent);
+            let percent = u8::try_from(percent)
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| {
+                    InvalidField::new(
+                        format!("{field}.targets[{value}]"),
+                        format!("{percent}%, over 100"),
+                    )
+                })?;
+            percents.insert(value, percent);
+        }
+        if total > 100 {
+            return Err(InvalidField::new(
+                format!("{field}.targets"),
+                format!("add up to {total}%, over 100"),
+            ));
+        }
+        placement.spreads.push(Spread {
+            label,
+            weight,
+            targets: percents,
+        });
+    }
     Ok(JobSpec {
         name,
+        namespace,
         module,
         capabilities,
         stdin: Arc::from(stdin),
-        label_selector: label_selector.into_iter().collect::<BTreeMap<_, _>>(),
+        kind,
+        restart,
+        priority,
+        placement,
     })
+}
+
+/// A namespace name: empty means the default; otherwise 1 to 63 lowercase letters, digits and
+/// dashes, like a DNS label, so that it is safe in keys, paths and certificates.
+pub(crate) fn namespace_from_proto(field: &str, name: String) -> Result<String, InvalidField> {
+    if name.is_empty() {
+        return Ok(DEFAULT_NAMESPACE.to_owned());
+    }
+    let valid = name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if valid {
+        Ok(name)
+    } else {
+        Err(InvalidField::new(
+            field,
+            format!("{name:?}: 1 to 63 lowercase letters, digits and dashes"),
+        ))
+    }
+}
+
+fn constraint_from_proto(field: &str, c: v1::Constraint) -> Result<Constraint, InvalidField> {
+    let v1::Constraint {
+        label,
+        operator,
+        values,
+    } = c;
+    if label.is_empty() {
+        return Err(InvalidField::new(format!("{field}.label"), "required"));
+    }
+    let one = |values: Vec<String>| -> Result<String, InvalidField> {
+        match <[String; 1]>::try_from(values) {
+            Ok([v]) => Ok(v),
+            Err(v) => Err(InvalidField::new(
+                format!("{field}.values"),
+                format!("exactly one value expected, got {}", v.len()),
+            )),
+        }
+    };
+    let op = match v1::ConstraintOperator::try_from(operator) {
+        Ok(v1::ConstraintOperator::Eq) => Operator::Eq(one(values)?),
+        Ok(v1::ConstraintOperator::NotEq) => Operator::NotEq(one(values)?),
+        Ok(v1::ConstraintOperator::In) if !values.is_empty() => Operator::In(values),
+        Ok(v1::ConstraintOperator::NotIn) if !values.is_empty() => Operator::NotIn(values),
+        Ok(v1::ConstraintOperator::In | v1::ConstraintOperator::NotIn) => {
+            return Err(InvalidField::new(
+                format!("{field}.values"),
+                "at least one value expected",
+            ));
+        }
+        Ok(v1::ConstraintOperator::Exists) => Operator::Exists,
+        Ok(v1::ConstraintOperator::NotExists) => Operator::NotExists,
+        Ok(v1::ConstraintOperator::Version) => {
+            let req = one(values)?;
+            Operator::Version(req.parse().map_err(|e| {
+                InvalidField::new(
+                    format!("{field}.values[0]"),
+                    format!("{req:?} is not a semantic version requirement: {e}"),
+                )
+            })?)
+        }
+        Ok(v1::ConstraintOperator::Unspecified) | Err(_) => {
+            return Err(InvalidField::new(
+                format!("{field}.operator"),
+                format!("unknown operator {operator}"),
+            ));
+        }
+    };
+    Ok(Constraint { label, op })
+}
+
+fn constraint_to_proto(label: String, op: Operator) -> v1::Constraint {
+    let (operator, values) = match op {
+        Operator::Eq(v) => (v1::ConstraintOperator::Eq, vec![v]),
+        Operator::NotEq(v) => (v1::ConstraintOperator::NotEq, vec![v]),
+        Operator::In(v) => (v1::ConstraintOperator::In, v),
+        Operator::NotIn(v) => (v1::ConstraintOperator::NotIn, v),
+        Operator::Exists => (v1::ConstraintOperator::Exists, Vec::new()),
+        Operator::NotExists => (v1::ConstraintOperator::NotExists, Vec::new()),
+        Operator::Version(req) => (v1::ConstraintOperator::Version, vec![req.to_string()]),
+    };
+    v1::Constraint {
+        label,
+        operator: operator.into(),
+        values,
+    }
+}
+
+fn spec_to_proto(spec: JobSpec, stdin: Stdin) -> v1::JobSpec {
+    let JobSpec {
+        name,
+        namespace,
+        module,
+        capabilities,
+        stdin: input,
+        kind,
+        restart,
+        priority,
+        placement,
+    } = spec;
+    let (r#type, replicas) = match kind {
+        JobKind::Batch => (v1::JobType::Batch, 0),
+        JobKind::Service { replicas } => (v1::JobType::Service, replicas),
+        JobKind::System => (v1::JobType::System, 0),
+    };
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let PlacementSpec {
+        constraints,
+        affinities,
+        spreads,
+    } = placement;
+    v1::JobSpec {
+        name,
+        module_digest: module.to_string(),
+        capabilities: Some(capabilities.into()),
+        stdin: match stdin {
+            Stdin::Include => input.to_vec(),
+            Stdin::Omit => Vec::new(),
+        },
+        label_selector: Default::default(),
+        namespace,
+        r#type: r#type.into(),
+        replicas,
+        restart: Some(v1::RestartPolicy {
+            attempts: restart.attempts,
+            initial_delay_ms: ms(restart.initial_delay),
+            max_delay_ms: ms(restart.max_delay),
+        }),
+        priority: u32::from(priority),
+        constraints: constraints
+            .into_iter()
+            .map(|Constraint { label, op }| constraint_to_proto(label, op))
+            .collect(),
+        affinities: affinities
+            .into_iter()
+            .map(|Affinity { label, op, weight }| v1::Affinity {
+                constraint: Some(constraint_to_proto(label, op)),
+                weight: i32::from(weight),
+            })
+            .collect(),
+        spreads: spreads
+            .into_iter()
+            .map(
+                |Spread {
+                     label,
+                     weight,
+                     targets,
+                 }| v1::Spread {
+                    label,
+                    weight: u32::from(weight),
+                    targets: targets
+                        .into_iter()
+                        .map(|(k, v)| (k, u32::from(v)))
+                        .collect(),
+                },
+            )
+            .collect(),
+    }
 }
 
 /// Whether a `Job` message carries the job's stdin. Only `GetJob` sends it back: it can be
@@ -189,44 +534,66 @@ enum Stdin {
 
 fn job_to_proto(job: JobRecord, stdin: Stdin) -> v1::Job {
     let message = job.display_message();
+    let running = u32::try_from(job.running().count()).unwrap_or(u32::MAX);
+    let node_id = job.last_node().map(ToString::to_string).unwrap_or_default();
     let JobRecord {
         id,
         spec,
         state,
-        node,
-        attempts,
+        allocations,
         result,
         message: _,
         submitted_at_ms,
         finished_at_ms,
         waiting: _,
     } = job;
-    let JobSpec {
-        name,
-        module,
-        capabilities,
-        stdin: input,
-        label_selector,
-    } = spec;
     v1::Job {
         id: id.into_string(),
-        spec: Some(v1::JobSpec {
-            name,
-            module_digest: module.to_string(),
-            capabilities: Some(capabilities.into()),
-            stdin: match stdin {
-                Stdin::Include => input.to_vec(),
-                Stdin::Omit => Vec::new(),
-            },
-            label_selector: label_selector.into_iter().collect(),
-        }),
+        spec: Some(spec_to_proto(spec, stdin)),
         state: state_to_proto(state).into(),
-        node_id: node.map(|n| n.to_string()).unwrap_or_default(),
-        attempts,
+        node_id,
+        attempts: u32::try_from(allocations.len()).unwrap_or(u32::MAX),
         result: result.map(Into::into),
         message,
         submitted_at_ms,
         finished_at_ms: finished_at_ms.unwrap_or_default(),
+        allocations: allocations.into_iter().map(allocation_to_proto).collect(),
+        running,
+    }
+}
+
+fn allocation_to_proto(a: Allocation) -> v1::Allocation {
+    let Allocation {
+        attempt,
+        instance,
+        node,
+        state,
+        started_at_ms,
+        finished_at_ms,
+        message,
+        placement,
+        stale_result,
+        memory_bytes: _,
+    } = a;
+    let state = match state {
+        AllocState::Running => v1::AllocationState::Running,
+        AllocState::Completed => v1::AllocationState::Completed,
+        AllocState::Failed => v1::AllocationState::Failed,
+        AllocState::Lost => v1::AllocationState::Lost,
+        AllocState::Preempted => v1::AllocationState::Preempted,
+        AllocState::Stopped => v1::AllocationState::Stopped,
+        AllocState::Cancelled => v1::AllocationState::Cancelled,
+    };
+    v1::Allocation {
+        attempt,
+        instance,
+        node_id: node.to_string(),
+        state: state.into(),
+        started_at_ms,
+        finished_at_ms: finished_at_ms.unwrap_or_default(),
+        message,
+        placement,
+        stale_result: stale_result.unwrap_or_default(),
     }
 }
 
@@ -292,7 +659,16 @@ mod tests {
         .expect("valid");
         assert_eq!(ok.capabilities.limits.memory_bytes, 1 << 20);
         assert_eq!(ok.capabilities.limits.timeout, Limits::DEFAULT.timeout);
-        assert_eq!(ok.label_selector["zone"], "alpha");
+        assert_eq!(
+            ok.placement.constraints,
+            vec![Constraint {
+                label: "zone".into(),
+                op: Operator::Eq("alpha".into())
+            }]
+        );
+        assert_eq!(ok.kind, JobKind::Batch);
+        assert_eq!(ok.priority, DEFAULT_PRIORITY);
+        assert_eq!(ok.namespace, DEFAULT_NAMESPACE);
         assert_eq!(ok.program(), "job");
 
         let err = spec(|s| s.module_digest = "md5:x".into()).expect_err("bad digest");
@@ -307,5 +683,92 @@ mod tests {
         assert!(err.contains("capabilities.network[0]"), "{err}");
         let err = spec(|s| s.stdin = vec![0; MAX_STDIN_BYTES + 1]).expect_err("too much stdin");
         assert!(err.starts_with("invalid spec.stdin"), "{err}");
+    }
+
+    #[test]
+    fn placement_and_job_types_from_the_wire() {
+        fn c(op: v1::ConstraintOperator, values: &[&str]) -> v1::Constraint {
+            v1::Constraint {
+                label: "version".into(),
+                operator: op.into(),
+                values: values.iter().map(|v| (*v).to_owned()).collect(),
+            }
+        }
+        let ok = spec(|s| {
+            s.r#type = v1::JobType::Service.into();
+            s.replicas = 3;
+            s.priority = 80;
+            s.namespace = "ops-1".into();
+            s.constraints = vec![
+                c(v1::ConstraintOperator::Version, &[">=1.2, <2"]),
+                c(v1::ConstraintOperator::In, &["a", "b"]),
+            ];
+            s.affinities = vec![v1::Affinity {
+                constraint: Some(c(v1::ConstraintOperator::Exists, &[])),
+                weight: -40,
+            }];
+            s.spreads = vec![v1::Spread {
+                label: "site".into(),
+                weight: 0,
+                targets: [("paris".to_owned(), 75), ("lyon".to_owned(), 25)].into(),
+            }];
+        })
+        .expect("valid");
+        assert_eq!(ok.kind, JobKind::Service { replicas: 3 });
+        assert_eq!(ok.priority, 80);
+        assert_eq!(ok.namespace, "ops-1");
+        assert_eq!(ok.placement.affinities[0].weight, -40);
+        assert_eq!(ok.placement.spreads[0].weight, 50);
+        assert_eq!(ok.restart, RestartPolicy::DEFAULT);
+        // and back
+        let back = spec_to_proto(ok.clone(), Stdin::Omit);
+        assert_eq!(
+            spec_from_proto(back, Limits::DEFAULT).expect("round trip"),
+            ok
+        );
+
+        let bad = |f: fn(&mut v1::JobSpec), field: &str| {
+            let err = spec(f).expect_err(field);
+            assert!(err.contains(field), "{err} should name {field}");
+        };
+        bad(
+            |s| s.constraints = vec![c(v1::ConstraintOperator::Version, &["one"])],
+            "spec.constraints[0].values[0]",
+        );
+        bad(
+            |s| s.constraints = vec![c(v1::ConstraintOperator::Eq, &[])],
+            "spec.constraints[0].values",
+        );
+        bad(
+            |s| s.constraints = vec![c(v1::ConstraintOperator::In, &[])],
+            "spec.constraints[0].values",
+        );
+        bad(
+            |s| s.constraints = vec![c(v1::ConstraintOperator::Unspecified, &[])],
+            "spec.constraints[0].operator",
+        );
+        bad(|s| s.priority = 101, "spec.priority");
+        bad(|s| s.replicas = 2, "spec.replicas");
+        bad(|s| s.namespace = "Ops".into(), "spec.namespace");
+        bad(|s| s.r#type = 9, "spec.type");
+        bad(
+            |s| {
+                s.spreads = vec![v1::Spread {
+                    label: "site".into(),
+                    weight: 10,
+                    targets: [("a".to_owned(), 70), ("b".to_owned(), 40)].into(),
+                }];
+            },
+            "spec.spreads[0].targets",
+        );
+        bad(
+            |s| {
+                s.affinities = vec![v1::Affinity {
+                    constraint: Some(c(v1::ConstraintOperator::Exists, &[])),
+                    weight: 0,
+                }];
+            },
+            "spec.affinities[0].weight",
+        );
     }
 }

@@ -8,11 +8,13 @@
 mod host_link;
 mod jobs;
 mod modules;
+mod namespaces;
 mod nodes;
 
 pub(crate) use host_link::HostLinkService;
 pub(crate) use jobs::JobsService;
 pub(crate) use modules::ModulesService;
+pub(crate) use namespaces::NamespacesService;
 pub(crate) use nodes::NodesService;
 
 use tonic::Status;
@@ -34,8 +36,10 @@ fn internal(error: &dyn std::fmt::Display) -> Status {
 impl From<SchedulerError> for Status {
     fn from(e: SchedulerError) -> Self {
         match e {
-            SchedulerError::JobNotFound(_) => Status::not_found(e.to_string()),
-            SchedulerError::ModuleNotUploaded(_) => Status::failed_precondition(e.to_string()),
+            SchedulerError::JobNotFound(_) | SchedulerError::NodeNotFound(_) => {
+                Status::not_found(e.to_string())
+            }
+            SchedulerError::ModuleNotUploaded { .. } => Status::failed_precondition(e.to_string()),
             SchedulerError::ShuttingDown => Status::unavailable(e.to_string()),
             SchedulerError::Store(e) => internal(&e),
         }

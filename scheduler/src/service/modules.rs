@@ -5,6 +5,8 @@ use vauban_core::{ModuleDigest, ModuleKind};
 use vauban_proto::convert::InvalidField;
 use vauban_proto::v1;
 
+use super::jobs::namespace_from_proto;
+use crate::job::DEFAULT_NAMESPACE;
 use crate::module::{ModuleRecord, ModuleRegistry};
 
 /// Serves the module registry.
@@ -27,15 +29,24 @@ impl v1::modules_server::Modules for ModulesService {
     ) -> Result<Response<v1::ModuleInfo>, Status> {
         let mut chunks = request.into_inner();
         let mut upload = self.registry.upload();
-        let mut name = None;
-        while let Some(v1::UploadModuleRequest { chunk, name: given }) = chunks.message().await? {
-            // Only the first message names the module.
-            name.get_or_insert(given);
+        let mut first = None;
+        while let Some(v1::UploadModuleRequest {
+            chunk,
+            name,
+            namespace,
+        }) = chunks.message().await?
+        {
+            // Only the first message names the module and its namespace.
+            if first.is_none() {
+                first = Some((name, namespace_from_proto("namespace", namespace)?));
+            }
             upload.push(&chunk)?;
         }
+        let (name, namespace) =
+            first.unwrap_or_else(|| (String::new(), DEFAULT_NAMESPACE.to_owned()));
         let record = self
             .registry
-            .admit(name.unwrap_or_default(), upload.into_bytes())
+            .admit(namespace, name, upload.into_bytes())
             .await?;
         Ok(Response::new(module_to_proto(record)))
     }
@@ -58,10 +69,19 @@ impl v1::modules_server::Modules for ModulesService {
         &self,
         request: Request<v1::ListModulesRequest>,
     ) -> Result<Response<v1::ListModulesResponse>, Status> {
-        let v1::ListModulesRequest {} = request.into_inner();
+        let v1::ListModulesRequest { namespace } = request.into_inner();
+        let namespace = if namespace.is_empty() {
+            None
+        } else {
+            Some(namespace_from_proto("namespace", namespace)?)
+        };
         let modules = self.registry.list().await?;
         Ok(Response::new(v1::ListModulesResponse {
-            modules: modules.into_iter().map(module_to_proto).collect(),
+            modules: modules
+                .into_iter()
+                .filter(|m| namespace.as_ref().is_none_or(|n| in_namespace(m, n)))
+                .map(module_to_proto)
+                .collect(),
         }))
     }
 }
@@ -73,6 +93,12 @@ pub(super) fn parse_digest(field: &str, text: &str) -> Result<ModuleDigest, Inva
     })
 }
 
+/// Records from before namespaces belong to the default one.
+fn in_namespace(record: &ModuleRecord, namespace: &str) -> bool {
+    record.namespaces.contains(namespace)
+        || (record.namespaces.is_empty() && namespace == DEFAULT_NAMESPACE)
+}
+
 fn module_to_proto(record: ModuleRecord) -> v1::ModuleInfo {
     let ModuleRecord {
         digest,
@@ -81,6 +107,7 @@ fn module_to_proto(record: ModuleRecord) -> v1::ModuleInfo {
         size_bytes,
         signers,
         uploaded_at_ms,
+        namespaces,
     } = record;
     v1::ModuleInfo {
         digest: digest.to_string(),
@@ -93,5 +120,6 @@ fn module_to_proto(record: ModuleRecord) -> v1::ModuleInfo {
         size_bytes,
         signers: signers.iter().map(ToString::to_string).collect(),
         uploaded_at_ms,
+        namespaces: namespaces.into_iter().collect(),
     }
 }

@@ -60,7 +60,11 @@ impl Harness {
             1 << 20,
         );
         let module = registry
-            .admit("tiny".into(), key.sign_module(TINY_MODULE).expect("sign"))
+            .admit(
+                DEFAULT_NAMESPACE.to_owned(),
+                "tiny".into(),
+                key.sign_module(TINY_MODULE).expect("sign"),
+            )
             .await
             .expect("admit")
             .digest;
@@ -94,11 +98,19 @@ impl Harness {
     fn spec(&self) -> JobSpec {
         JobSpec {
             name: "test".into(),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
             module: self.module,
             capabilities: Capabilities::default(),
             stdin: Arc::from(&b"input"[..]),
-            label_selector: BTreeMap::new(),
+            kind: JobKind::Batch,
+            restart: crate::job::RestartPolicy::DEFAULT,
+            priority: crate::job::DEFAULT_PRIORITY,
+            placement: crate::placement::PlacementSpec::default(),
         }
+    }
+
+    async fn submit_spec(&self, spec: JobSpec) -> JobId {
+        self.scheduler.submit(spec).await.expect("submit").id
     }
 
     async fn submit(&self) -> JobId {
@@ -112,16 +124,36 @@ impl Harness {
     }
 
     async fn connect(&self, id: &str, slots: u32) -> Host {
+        self.connect_with(id, slots, &[], &[]).await
+    }
+
+    /// A host with labels (`k=v`), saying it still runs `running` from before.
+    async fn connect_with(
+        &self,
+        id: &str,
+        slots: u32,
+        labels: &[&str],
+        running: &[(&JobId, u32)],
+    ) -> Host {
         let (outbound, inbox) = mpsc::unbounded_channel();
         let registration = Registration {
             id: NodeId::from(id),
-            labels: BTreeMap::new(),
+            labels: labels
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
             slots,
             memory_bytes: GIB,
         };
         let connection = self
             .scheduler
-            .node_connected(registration, outbound)
+            .node_connected(
+                registration,
+                BTreeSet::new(),
+                running_list(running),
+                outbound,
+            )
             .await
             .expect("connect");
         Host {
@@ -168,19 +200,20 @@ impl Host {
     }
 
     async fn heartbeat(&self, running: &[(&JobId, u32)]) {
-        let running = running
-            .iter()
-            .map(|(job, attempt)| RunningAttempt {
-                job: (*job).clone(),
-                attempt: Some(*attempt),
-            })
-            .collect();
         // This fake host has read every assignment sent to it before it heartbeats.
         self.send(HostEvent::Heartbeat {
-            running,
+            running: running_list(running),
             assignments_received: u64::MAX,
+            cached_modules: None,
         })
         .await;
+    }
+
+    async fn cancellation(&mut self) -> (JobId, u32) {
+        match self.inbox.recv().await {
+            Some(ToHost::Cancel { job, attempt }) => (job, attempt),
+            other => panic!("expected a cancellation, got {other:?}"),
+        }
     }
 
     async fn disconnect(&self) {
@@ -329,6 +362,16 @@ impl redb::StorageBackend for FlakyFile {
     }
 }
 
+fn running_list(running: &[(&JobId, u32)]) -> Vec<RunningAttempt> {
+    running
+        .iter()
+        .map(|(job, attempt)| RunningAttempt {
+            job: (*job).clone(),
+            attempt: Some(*attempt),
+        })
+        .collect()
+}
+
 /// Puts a submit in the channel without waiting for its reply.
 async fn send_submit(h: &Harness) -> oneshot::Receiver<Result<JobRecord, SchedulerError>> {
     let (reply, answer) = oneshot::channel();
@@ -372,9 +415,10 @@ async fn a_job_runs_and_its_result_is_recorded_once() {
     let mut events = h.scheduler.watch(id.clone()).await.expect("watch");
     let pending = next_job_event(&mut events).await;
     assert_eq!(pending.state, JobState::Pending);
-    assert_eq!(
-        pending.display_message(),
-        "no node fits: no node has registered"
+    assert!(
+        pending.display_message().starts_with("no node fits"),
+        "{}",
+        pending.display_message()
     );
 
     let mut host = h.connect("n1", 2).await;
@@ -387,8 +431,12 @@ async fn a_job_runs_and_its_result_is_recorded_once() {
     assert_eq!(assignment.capabilities.limits, vauban_core::Limits::DEFAULT);
     let running = next_job_event(&mut events).await;
     assert_eq!(running.state, JobState::Running);
-    assert_eq!(running.node, Some(NodeId::from("n1")));
-    assert_eq!(running.attempts, 1);
+    assert_eq!(running.last_node(), Some(&NodeId::from("n1")));
+    assert_eq!(running.allocations.len(), 1);
+    assert!(
+        !running.allocations[0].placement.is_empty(),
+        "placement explained"
+    );
 
     let chunk = OutputChunk {
         stream: crate::job::OutputStream::Stdout,
@@ -489,7 +537,7 @@ async fn outcomes_and_refusals_end_jobs_in_their_states() {
 }
 
 #[tokio::test]
-async fn a_result_for_a_stale_attempt_is_ignored() {
+async fn a_result_for_a_fenced_attempt_is_noted_as_stale_never_recorded() {
     let h = Harness::start().await;
     let id = h.submit().await;
     let mut n1 = h.connect("n1", 1).await;
@@ -498,8 +546,8 @@ async fn a_result_for_a_stale_attempt_is_ignored() {
     n1.disconnect().await;
     let job = h.get(&id).await;
     assert_eq!(job.state, JobState::Pending);
-    assert_eq!(job.message, "node n1 lost; requeued");
-    assert_eq!(job.attempts, 1);
+    assert_eq!(job.message, "attempt 1: node n1 lost (its stream ended)");
+    assert_eq!(job.allocations[0].state, AllocState::Lost);
     assert_eq!(
         n1.inbox.recv().await,
         None,
@@ -513,14 +561,27 @@ async fn a_result_for_a_stale_attempt_is_ignored() {
     // n1 comes back and reports the attempt it was running when it was lost.
     let n1 = h.connect("n1", 1).await;
     n1.finish(&id, 1, Outcome::Exited { code: 0 }).await;
-    // n2 mixes up attempt numbers.
-    n2.finish(&id, 1, Outcome::Exited { code: 0 }).await;
+    // n2 mixes up attempt numbers: not its attempt, nothing noted.
+    n2.finish(&id, 1, Outcome::Exited { code: 7 }).await;
     let job = h.get(&id).await;
     assert_eq!(job.state, JobState::Running);
-    assert_eq!((job.node, job.attempts), (Some(NodeId::from("n2")), 2));
+    assert_eq!(job.last_node(), Some(&NodeId::from("n2")));
+    assert_eq!(job.result, None);
+    assert_eq!(job.allocations[0].state, AllocState::Lost);
+    assert_eq!(
+        job.allocations[0].stale_result.as_deref(),
+        Some("exited with code 0")
+    );
 
     n2.finish(&id, 2, Outcome::Exited { code: 0 }).await;
-    assert_eq!(h.get(&id).await.state, JobState::Completed);
+    let done = h.get(&id).await;
+    assert_eq!(done.state, JobState::Completed);
+    let completed = done
+        .allocations
+        .iter()
+        .filter(|a| a.state == AllocState::Completed)
+        .count();
+    assert_eq!(completed, 1);
     n2.nothing_sent(&h).await;
 }
 
@@ -545,11 +606,12 @@ async fn a_silent_node_goes_down_and_its_jobs_are_requeued() {
     h.scheduler.tick().await.expect("tick");
     let job = h.get(&id).await;
     assert_eq!(job.state, JobState::Pending);
-    assert_eq!(
-        job.display_message(),
-        "node n1 lost; requeued; no node fits: 1 down, 0 filtered by label, \
-         0 out of slots, 0 out of memory"
+    let message = job.display_message();
+    assert!(
+        message.starts_with("attempt 1: node n1 lost (no heartbeat for 3s); no node fits"),
+        "{message}"
     );
+    assert!(message.contains("down"), "{message}");
     assert_eq!(
         host.inbox.recv().await,
         None,
@@ -597,45 +659,45 @@ async fn an_attempt_missing_from_two_heartbeats_is_requeued() {
 }
 
 #[tokio::test]
-async fn cancelling_a_running_job_keeps_its_slot_until_the_host_stops_it() {
+async fn cancelling_a_running_job_stops_it_on_the_host_and_reuses_its_room() {
     let h = Harness::start().await;
     let mut host = h.connect("n1", 1).await;
     let first = h.submit().await;
     host.assignment().await;
     let second = h.submit().await;
     assert!(
-        h.get(&second)
-            .await
-            .display_message()
-            .contains("1 out of slots"),
+        h.get(&second).await.display_message().contains("slots"),
+        "{}",
+        h.get(&second).await.display_message()
     );
 
     let cancelled = h.scheduler.cancel(first.clone()).await.expect("cancel");
     assert_eq!(cancelled.state, JobState::Cancelled);
     assert_eq!(cancelled.message, "cancelled while running");
-    assert_eq!(
-        host.inbox.recv().await,
-        Some(ToHost::Cancel {
-            job: first.clone(),
-            attempt: 1
-        })
-    );
-    host.nothing_sent(&h).await;
-    assert_eq!(h.get(&second).await.state, JobState::Pending);
-    let nodes = h.scheduler.list_nodes().await.expect("nodes");
-    assert_eq!(nodes[0].running, vec![first.clone()]);
-
-    // The host reports the attempt over: the slot frees, the result is not recorded.
-    host.finish(&first, 1, Outcome::Cancelled).await;
+    assert_eq!(cancelled.allocations[0].state, AllocState::Cancelled);
+    assert_eq!(host.cancellation().await, (first.clone(), 1));
+    // The room is given to the next job at once; the host starts it when its instance slot
+    // is free.
     let a = host.assignment().await;
     assert_eq!((a.job, a.attempt), (second.clone(), 1));
-    assert_eq!(h.get(&first).await, cancelled);
+    let nodes = h.scheduler.list_nodes().await.expect("nodes");
+    assert_eq!(
+        nodes[0].running.len(),
+        2,
+        "the cancelled attempt is listed until it stops"
+    );
+
+    // The host reports the cancelled attempt over: not recorded as the job's result.
+    host.finish(&first, 1, Outcome::Cancelled).await;
+    let after = h.get(&first).await;
+    assert_eq!(after.state, JobState::Cancelled);
+    assert_eq!(after.result, None);
+    let nodes = h.scheduler.list_nodes().await.expect("nodes");
+    assert_eq!(nodes[0].running, vec![second.clone()]);
 
     // Cancelling a terminal job returns it as it is; a pending one is cancelled at once.
-    assert_eq!(
-        h.scheduler.cancel(first.clone()).await.expect("cancel"),
-        cancelled
-    );
+    let again = h.scheduler.cancel(first.clone()).await.expect("cancel");
+    assert_eq!(again.state, JobState::Cancelled);
     let third = h.submit().await;
     let job = h.scheduler.cancel(third.clone()).await.expect("cancel");
     assert_eq!(
@@ -650,19 +712,21 @@ async fn cancelling_a_running_job_keeps_its_slot_until_the_host_stops_it() {
 }
 
 #[tokio::test]
-async fn a_cancelled_attempt_frees_its_slot_when_heartbeats_stop_listing_it() {
+async fn a_cancelled_attempt_leaves_the_node_when_heartbeats_stop_listing_it() {
     let h = Harness::start().await;
-    let mut host = h.connect("n1", 1).await;
+    let host = h.connect("n1", 1).await;
     let first = h.submit().await;
-    host.assignment().await;
-    let second = h.submit().await;
     h.scheduler.cancel(first.clone()).await.expect("cancel");
-    host.inbox.recv().await;
+    let second = h.submit().await;
+    let mut host = host;
+    host.assignment().await;
+    let running = h.get(&second).await;
+    assert_eq!(running.state, JobState::Running);
 
-    host.heartbeat(&[]).await;
-    host.nothing_sent(&h).await;
-    host.heartbeat(&[]).await;
-    assert_eq!(host.assignment().await.job, second);
+    host.heartbeat(&[(&second, 1)]).await;
+    host.heartbeat(&[(&second, 1)]).await;
+    let nodes = h.scheduler.list_nodes().await.expect("nodes");
+    assert_eq!(nodes[0].running, vec![second]);
 }
 
 #[tokio::test]
@@ -676,12 +740,12 @@ async fn jobs_are_placed_oldest_first_within_capacity() {
     host.finish(&ids[1], 1, Outcome::Exited { code: 0 }).await;
     assert_eq!(host.assignment().await.job, ids[2]);
 
-    let listed = h.scheduler.list(None, 100).await.expect("list");
+    let listed = h.scheduler.list(None, None, 100).await.expect("list");
     let listed: Vec<_> = listed.into_iter().map(|j| j.id).collect();
     assert_eq!(listed, [ids[2].clone(), ids[1].clone(), ids[0].clone()]);
     let running = h
         .scheduler
-        .list(Some(JobState::Running), 1)
+        .list(Some(JobState::Running), None, 1)
         .await
         .expect("list");
     assert_eq!(running.len(), 1);
@@ -696,10 +760,27 @@ async fn a_job_for_a_module_not_uploaded_is_refused() {
         ..h.spec()
     };
     let err = h.scheduler.submit(spec).await.expect_err("refused");
-    assert!(matches!(err, SchedulerError::ModuleNotUploaded(_)));
+    assert!(matches!(err, SchedulerError::ModuleNotUploaded { .. }));
     assert!(err.to_string().starts_with("module sha256:"), "{err}");
-    assert!(err.to_string().ends_with(" is not uploaded"), "{err}");
-    assert!(h.scheduler.list(None, 10).await.expect("list").is_empty());
+    assert!(
+        err.to_string()
+            .ends_with(" is not uploaded into namespace default"),
+        "{err}"
+    );
+    // Uploaded, but into another namespace than the job's.
+    let spec = JobSpec {
+        namespace: "other".into(),
+        ..h.spec()
+    };
+    let err = h.scheduler.submit(spec).await.expect_err("refused");
+    assert!(err.to_string().ends_with("namespace other"), "{err}");
+    assert!(
+        h.scheduler
+            .list(None, None, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -725,27 +806,68 @@ async fn a_node_registering_again_replaces_its_stream() {
 }
 
 #[tokio::test]
-async fn a_restart_requeues_running_jobs_in_submission_order() {
+async fn after_a_restart_hosts_that_still_run_their_attempts_keep_them() {
     let h = Harness::start().await;
     let first = h.submit().await;
     let second = h.submit().await;
-    let mut host = h.connect("n1", 1).await;
+    let mut host = h.connect("n1", 2).await;
     host.assignment().await;
-    assert_eq!(h.get(&first).await.state, JobState::Running);
+    host.assignment().await;
 
     let dir = h.stop().await;
     let h = Harness::open(dir).await;
+    // Still running where they ran; the node is known, not connected.
     let job = h.get(&first).await;
-    assert_eq!(job.state, JobState::Pending);
-    assert_eq!(job.message, "scheduler restarted; requeued");
-    assert_eq!(job.attempts, 1);
-    assert_eq!(job.node, None);
+    assert_eq!(job.state, JobState::Running);
     assert_eq!(&*job.spec.stdin, b"input");
+    let nodes = h.scheduler.list_nodes().await.expect("nodes");
+    assert_eq!(nodes[0].state, NodeState::Unknown);
+    assert_eq!(nodes[0].running.len(), 2);
 
+    // The host comes back running the first only: the first is adopted (its result is
+    // accepted), the second is lost after one heartbeat without it, and runs again.
+    let mut host = h.connect_with("n1", 2, &[], &[(&first, 1)]).await;
+    host.nothing_sent(&h).await;
+    host.finish(&first, 1, Outcome::Exited { code: 0 }).await;
+    assert_eq!(h.get(&first).await.state, JobState::Completed);
+    host.heartbeat(&[]).await;
+    let again = host.assignment().await;
+    assert_eq!((again.job, again.attempt), (second.clone(), 2));
+    assert_eq!(h.get(&second).await.allocations[0].state, AllocState::Lost);
+
+    // A host running an attempt that is no longer current is told to stop it.
+    let dir = h.stop().await;
+    let h = Harness::open(dir).await;
+    let mut host = h
+        .connect_with("n1", 2, &[], &[(&first, 1), (&second, 2)])
+        .await;
+    assert_eq!(host.cancellation().await, (first, 1));
+    host.nothing_sent(&h).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_restart_a_node_that_never_reconnects_loses_its_attempts() {
+    let h = Harness::start().await;
+    let id = h.submit().await;
     let mut host = h.connect("n1", 1).await;
-    let a = host.assignment().await;
-    assert_eq!((a.job, a.attempt), (first, 2));
-    assert_eq!(h.get(&second).await.state, JobState::Pending);
+    host.assignment().await;
+    let dir = h.stop().await;
+    let h = Harness::open(dir).await;
+    let mut other = h.connect("n2", 1).await;
+    other.nothing_sent(&h).await;
+
+    tokio::time::advance(Duration::from_millis(3001)).await;
+    other.heartbeat(&[]).await;
+    h.scheduler.tick().await.expect("tick");
+    let a = other.assignment().await;
+    assert_eq!((a.job, a.attempt), (id.clone(), 2));
+    let job = h.get(&id).await;
+    assert_eq!(job.allocations[0].state, AllocState::Lost);
+    assert!(
+        job.allocations[0].message.contains("did not reconnect"),
+        "{}",
+        job.allocations[0].message
+    );
 }
 
 #[tokio::test]
@@ -772,15 +894,17 @@ async fn closing_ends_host_streams_and_watches_and_refuses_new_ones() {
         memory_bytes: GIB,
     };
     assert!(matches!(
-        h.scheduler.node_connected(registration, outbound).await,
+        h.scheduler
+            .node_connected(registration, BTreeSet::new(), Vec::new(), outbound)
+            .await,
         Err(SchedulerError::ShuttingDown)
     ));
     // Other requests are still answered while the server drains; the job stays Running in the
-    // store, for the next start to requeue.
+    // store, for its host to claim after the next start.
     assert_eq!(h.get(&id).await.state, JobState::Running);
     let dir = h.stop().await;
     let h = Harness::open(dir).await;
-    assert_eq!(h.get(&id).await.state, JobState::Pending);
+    assert_eq!(h.get(&id).await.state, JobState::Running);
 }
 
 #[tokio::test]
@@ -830,13 +954,13 @@ async fn submits_in_one_batch_share_one_commit_and_are_answered_after_it() {
     host.nothing_sent(&h).await;
     let running = h
         .scheduler
-        .list(Some(JobState::Running), 10)
+        .list(Some(JobState::Running), None, 10)
         .await
         .expect("list");
     assert_eq!(running.len(), 2);
     assert_eq!(
         h.scheduler
-            .list(Some(JobState::Pending), 10)
+            .list(Some(JobState::Pending), None, 10)
             .await
             .expect("list")
             .len(),
@@ -848,15 +972,11 @@ async fn submits_in_one_batch_share_one_commit_and_are_answered_after_it() {
     let h = Harness::open(dir).await;
     for (i, id) in ids.iter().enumerate() {
         let job = h.get(id).await;
-        assert_eq!(job.state, JobState::Pending);
         assert_eq!(&*job.spec.stdin, b"input");
         if i < 2 {
-            assert_eq!(
-                (job.attempts, job.message.as_str()),
-                (1, "scheduler restarted; requeued")
-            );
+            assert_eq!((job.state, job.allocations.len()), (JobState::Running, 1));
         } else {
-            assert_eq!(job.attempts, 0);
+            assert_eq!((job.state, job.allocations.len()), (JobState::Pending, 0));
         }
     }
 }
@@ -896,19 +1016,23 @@ async fn a_failed_batch_commit_acknowledges_nothing() {
     host.nothing_sent(&h).await;
     assert_eq!(events.try_recv(), Err(TryRecvError::Empty));
     let job = h.get(&running).await;
-    assert_eq!((job.state, job.attempts), (JobState::Running, 1));
-    let jobs = h.scheduler.list(None, 10).await.expect("list");
+    assert_eq!((job.state, job.allocations.len()), (JobState::Running, 1));
+    let jobs = h.scheduler.list(None, None, 10).await.expect("list");
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let nodes = h.scheduler.list_nodes().await.expect("nodes");
     assert_eq!(nodes[0].running, vec![running.clone()]);
 
-    // And so is the store: the job is requeued at the next start, the submits never were.
+    // And so is the store: the job still runs its first attempt (its host will report again
+    // or stop listing it), the submits never were.
     let dir = h.stop().await;
     let h = Harness::open(dir).await;
     let job = h.get(&running).await;
-    assert_eq!((job.state, job.attempts), (JobState::Pending, 1));
+    assert_eq!((job.state, job.allocations.len()), (JobState::Running, 1));
     assert_eq!(job.result, None);
-    assert_eq!(h.scheduler.list(None, 10).await.expect("list").len(), 1);
+    assert_eq!(
+        h.scheduler.list(None, None, 10).await.expect("list").len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -961,5 +1085,328 @@ async fn a_read_of_a_job_its_batch_changed_sees_the_change_committed() {
     assert_eq!(
         get.await.expect("answer").expect("get").state,
         JobState::Completed
+    );
+}
+
+fn service(h: &Harness, replicas: u32) -> JobSpec {
+    JobSpec {
+        kind: JobKind::Service { replicas },
+        restart: crate::job::RestartPolicy {
+            attempts: 2,
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(10),
+        },
+        ..h.spec()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_keeps_its_replicas_restarting_them_with_backoff_until_it_gives_up() {
+    let h = Harness::start().await;
+    let mut host = h.connect("n1", 4).await;
+    let id = h.submit_spec(service(&h, 2)).await;
+    let a = host.assignment().await;
+    let b = host.assignment().await;
+    assert_eq!((a.attempt, b.attempt), (1, 2));
+    let job = h.get(&id).await;
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(job.running().count(), 2);
+
+    // A replica ends by itself: restarted after 1 s, then 2 s.
+    host.finish(&id, 1, Outcome::Exited { code: 1 }).await;
+    host.nothing_sent(&h).await;
+    let job = h.get(&id).await;
+    assert_eq!(job.state, JobState::Running, "the other replica runs");
+    assert!(
+        job.display_message().contains("instance 0 restarts in"),
+        "{}",
+        job.display_message()
+    );
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    host.heartbeat(&[(&id, 2)]).await;
+    h.scheduler.tick().await.expect("tick");
+    assert_eq!(host.assignment().await.attempt, 3);
+    host.finish(&id, 3, Outcome::Exited { code: 1 }).await;
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    host.heartbeat(&[(&id, 2)]).await;
+    h.scheduler.tick().await.expect("tick");
+    host.nothing_sent(&h).await;
+    tokio::time::advance(Duration::from_millis(1000)).await;
+    host.heartbeat(&[(&id, 2)]).await;
+    h.scheduler.tick().await.expect("tick");
+    assert_eq!(host.assignment().await.attempt, 4);
+
+    // A third end is one more than the two restarts allowed: the job fails, and what still
+    // runs is stopped.
+    host.finish(&id, 4, Outcome::Exited { code: 1 }).await;
+    let job = h.get(&id).await;
+    assert_eq!(job.state, JobState::Failed);
+    assert!(
+        job.message.contains("instance 0 ended 3 times"),
+        "{}",
+        job.message
+    );
+    assert_eq!(host.cancellation().await, (id.clone(), 2));
+    assert_eq!(
+        job.allocation(2).map(|a| a.state),
+        Some(AllocState::Stopped)
+    );
+}
+
+#[tokio::test]
+async fn a_lost_replica_is_started_elsewhere_at_once() {
+    let h = Harness::start().await;
+    let mut n1 = h.connect("n1", 4).await;
+    let mut n2 = h.connect("n2", 4).await;
+    let id = h.submit_spec(service(&h, 2)).await;
+    // Replicas land apart.
+    let (a1, a2) = (n1.assignment().await, n2.assignment().await);
+    assert_eq!((a1.job.clone(), a2.job.clone()), (id.clone(), id.clone()));
+    n1.disconnect().await;
+    let again = n2.assignment().await;
+    assert_eq!(again.attempt, 3);
+    let job = h.get(&id).await;
+    assert_eq!(job.running().count(), 2);
+    assert_eq!(
+        job.allocation(a1.attempt).map(|a| a.state),
+        Some(AllocState::Lost)
+    );
+}
+
+#[tokio::test]
+async fn a_system_job_runs_on_every_node_its_constraints_allow_including_later_ones() {
+    let h = Harness::start().await;
+    let mut edge = h.connect_with("edge-1", 2, &["tier=edge"], &[]).await;
+    let mut core = h.connect_with("core-1", 2, &["tier=core"], &[]).await;
+    let mut spec = h.spec();
+    spec.kind = JobKind::System;
+    spec.placement
+        .constraints
+        .push(crate::placement::Constraint {
+            label: "tier".into(),
+            op: crate::placement::Operator::Eq("edge".into()),
+        });
+    let id = h.submit_spec(spec).await;
+    assert_eq!(edge.assignment().await.job, id);
+    core.nothing_sent(&h).await;
+    let job = h.get(&id).await;
+    assert_eq!(job.waiting, None, "a node it may not run on is not a wait");
+
+    let mut late = h.connect_with("edge-2", 2, &["tier=edge"], &[]).await;
+    assert_eq!(late.assignment().await.job, id);
+    let job = h.get(&id).await;
+    assert_eq!(job.running().count(), 2);
+    assert_eq!(job.state, JobState::Running);
+}
+
+#[tokio::test]
+async fn a_drain_moves_services_at_once_and_eligibility_ends_it() {
+    let h = Harness::start().await;
+    let mut n1 = h.connect("n1", 4).await;
+    let svc = h.submit_spec(service(&h, 1)).await;
+    let batch = h.submit().await;
+    assert_eq!(n1.assignment().await.job, svc);
+    assert_eq!(n1.assignment().await.job, batch);
+    let mut n2 = h.connect("n2", 4).await;
+
+    let node = h
+        .scheduler
+        .drain(NodeId::from("n1"), Duration::from_secs(3600))
+        .await
+        .expect("drain");
+    assert!(node.drain.is_some());
+    assert_eq!(n1.cancellation().await, (svc.clone(), 1));
+    let moved = n2.assignment().await;
+    assert_eq!((moved.job, moved.attempt), (svc.clone(), 2));
+    assert_eq!(
+        h.get(&svc).await.allocation(1).map(|a| a.state),
+        Some(AllocState::Stopped)
+    );
+    // Batch work keeps running until the deadline.
+    assert_eq!(h.get(&batch).await.last_node(), Some(&NodeId::from("n1")));
+    // No new work goes to a draining node.
+    let next = h.submit().await;
+    assert_eq!(n2.assignment().await.job, next);
+    n1.nothing_sent(&h).await;
+
+    let node = h
+        .scheduler
+        .set_eligibility(NodeId::from("n1"), true)
+        .await
+        .expect("eligible");
+    assert!(node.drain.is_none() && node.eligible);
+    let ineligible = h
+        .scheduler
+        .set_eligibility(NodeId::from("n2"), false)
+        .await
+        .expect("ineligible");
+    assert!(!ineligible.eligible);
+    let last = h.submit().await;
+    assert_eq!(n1.assignment().await.job, last);
+    assert!(matches!(
+        h.scheduler
+            .drain(NodeId::from("nope"), Duration::ZERO)
+            .await,
+        Err(SchedulerError::NodeNotFound(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_drain_deadline_batch_work_is_stopped_and_requeued() {
+    let h = Harness::start().await;
+    let mut n1 = h.connect("n1", 4).await;
+    let batch = h.submit().await;
+    n1.assignment().await;
+    let mut n2 = h.connect("n2", 4).await;
+    h.scheduler
+        .drain(NodeId::from("n1"), Duration::from_millis(500))
+        .await
+        .expect("drain");
+    n1.nothing_sent(&h).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    n1.heartbeat(&[(&batch, 1)]).await;
+    n2.heartbeat(&[]).await;
+    h.scheduler.tick().await.expect("tick");
+    assert_eq!(n1.cancellation().await, (batch.clone(), 1));
+    let again = n2.assignment().await;
+    assert_eq!((again.job, again.attempt), (batch.clone(), 2));
+    let drained = h
+        .scheduler
+        .get_node(NodeId::from("n1"))
+        .await
+        .expect("node");
+    assert!(drained.drain.is_some());
+}
+
+#[tokio::test]
+async fn a_higher_priority_job_preempts_batch_work_which_is_requeued_not_lost() {
+    let h = Harness::start().await;
+    let mut host = h.connect("n1", 1).await;
+    let low = h
+        .submit_spec(JobSpec {
+            priority: 10,
+            ..h.spec()
+        })
+        .await;
+    host.assignment().await;
+    // Equal priority waits.
+    let equal = h
+        .submit_spec(JobSpec {
+            priority: 10,
+            ..h.spec()
+        })
+        .await;
+    host.nothing_sent(&h).await;
+    let high = h
+        .submit_spec(JobSpec {
+            priority: 90,
+            ..h.spec()
+        })
+        .await;
+    assert_eq!(host.cancellation().await, (low.clone(), 1));
+    let a = host.assignment().await;
+    assert_eq!(a.job, high);
+    let low_job = h.get(&low).await;
+    assert_eq!(low_job.state, JobState::Pending);
+    assert_eq!(low_job.allocations[0].state, AllocState::Preempted);
+    assert!(
+        low_job.message.contains("preempted by job"),
+        "{}",
+        low_job.message
+    );
+    assert!(
+        h.get(&high).await.allocations[0]
+            .placement
+            .contains("preempt"),
+        "the placement says it preempted"
+    );
+
+    // Once the high job is done, the preempted one runs again before the equal one (older).
+    host.finish(&low, 1, Outcome::Cancelled).await;
+    host.finish(&high, 1, Outcome::Exited { code: 0 }).await;
+    let again = host.assignment().await;
+    assert_eq!((again.job, again.attempt), (low.clone(), 2));
+    assert_eq!(h.get(&equal).await.state, JobState::Pending);
+}
+
+#[tokio::test]
+async fn a_namespace_over_quota_queues_and_does_not_fail() {
+    let h = Harness::start().await;
+    let mut host = h.connect("n1", 8).await;
+    h.scheduler
+        .set_quota(
+            DEFAULT_NAMESPACE.to_owned(),
+            Quota {
+                max_memory_bytes: 0,
+                max_instances: 1,
+            },
+        )
+        .await
+        .expect("quota");
+    let first = h.submit().await;
+    host.assignment().await;
+    let second = h.submit().await;
+    host.nothing_sent(&h).await;
+    let job = h.get(&second).await;
+    assert_eq!(job.state, JobState::Pending);
+    assert!(
+        job.display_message()
+            .contains("namespace default over quota: 1 of 1 instances running"),
+        "{}",
+        job.display_message()
+    );
+    let namespaces = h.scheduler.list_namespaces().await.expect("namespaces");
+    let default = namespaces
+        .iter()
+        .find(|n| n.name == DEFAULT_NAMESPACE)
+        .expect("default");
+    assert_eq!(default.usage.instances, 1);
+    assert_eq!(default.active_jobs, 2);
+
+    host.finish(&first, 1, Outcome::Exited { code: 0 }).await;
+    assert_eq!(host.assignment().await.job, second);
+    // Quotas survive a restart.
+    let dir = h.stop().await;
+    let h = Harness::open(dir).await;
+    let namespaces = h.scheduler.list_namespaces().await.expect("namespaces");
+    assert!(namespaces.iter().any(|n| n.quota.max_instances == 1));
+}
+
+#[tokio::test]
+async fn plan_shows_where_instances_would_go_without_accepting_anything() {
+    let h = Harness::start().await;
+    let _fr = h.connect_with("fr-1", 4, &["jurisdiction=FR"], &[]).await;
+    let _de = h.connect_with("de-1", 4, &["jurisdiction=DE"], &[]).await;
+    let mut spec = service(&h, 2);
+    spec.placement
+        .constraints
+        .push(crate::placement::Constraint {
+            label: "jurisdiction".into(),
+            op: crate::placement::Operator::Eq("FR".into()),
+        });
+    let plan = h.scheduler.plan(spec.clone()).await.expect("plan");
+    assert_eq!(plan.len(), 2);
+    for p in &plan {
+        assert_eq!(p.node, Some(NodeId::from("fr-1")));
+        assert!(
+            p.explanation.contains("jurisdiction = FR"),
+            "{}",
+            p.explanation
+        );
+    }
+    assert!(
+        h.scheduler
+            .list(None, None, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    spec.placement.constraints[0].op = crate::placement::Operator::Eq("ES".into());
+    let plan = h.scheduler.plan(spec).await.expect("plan");
+    assert!(plan.iter().all(|p| p.node.is_none()));
+    assert!(
+        plan[0].explanation.starts_with("no node fits"),
+        "{}",
+        plan[0].explanation
     );
 }

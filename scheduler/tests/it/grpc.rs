@@ -35,6 +35,7 @@ fn upload(
             } else {
                 String::new()
             },
+            namespace: String::new(),
         }
     }))
 }
@@ -116,7 +117,10 @@ async fn serves_clients_and_hosts_then_drains() {
     let unknown = format!("sha256:{}", "0".repeat(64));
     let err = jobs.submit_job(spec(&unknown)).await.expect_err("unknown");
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert_eq!(err.message(), format!("module {unknown} is not uploaded"));
+    assert_eq!(
+        err.message(),
+        format!("module {unknown} is not uploaded into namespace default")
+    );
     let job = jobs
         .submit_job(spec(&info.digest))
         .await
@@ -260,6 +264,7 @@ async fn serves_clients_and_hosts_then_drains() {
         .list_jobs(v1::ListJobsRequest {
             state: v1::JobState::Completed.into(),
             limit: 0,
+            namespace: String::new(),
         })
         .await
         .expect("list")
