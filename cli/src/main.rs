@@ -34,15 +34,18 @@ enum Command {
     Dev(commands::dev::DevArgs),
     /// Run a module through the scheduler: upload, submit, stream output, exit with its code.
     Run(Box<commands::run::RunArgs>),
-    /// Inspect, list, cancel jobs and read their output.
+    /// Run and plan jobs from spec files; inspect, list, cancel jobs and read their output.
     #[command(subcommand)]
     Job(commands::job::JobCommand),
-    /// The hosts the scheduler knows.
+    /// The hosts the scheduler knows: list, show, drain, set eligibility.
     #[command(subcommand)]
     Node(commands::node::NodeCommand),
     /// Upload and list signed modules.
     #[command(subcommand)]
     Module(commands::module::ModuleCommand),
+    /// Namespaces, the units of tenancy, and their quotas.
+    #[command(subcommand)]
+    Namespace(commands::namespace::NamespaceCommand),
     /// Run the scheduler (control plane).
     Scheduler(commands::scheduler::SchedulerArgs),
     /// Run a host agent that connects to a scheduler.
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Job(cmd) => block_on(commands::job::run(cmd)),
         Command::Node(cmd) => block_on(commands::node::run(cmd)),
         Command::Module(cmd) => block_on(commands::module::run(cmd)),
+        Command::Namespace(cmd) => block_on(commands::namespace::run(cmd)),
         Command::Scheduler(args) => block_on(commands::scheduler::run(args)),
         Command::Host(args) => block_on(commands::host::run(*args)),
     };
@@ -91,4 +95,14 @@ fn block_on(
         .enable_all()
         .build()?
         .block_on(command)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Clap checks a command line's definition only for the subcommand being parsed; this
+    /// checks every one (duplicate flags, bad defaults) without running any.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -29,10 +29,10 @@ pub(crate) struct CapabilityArgs {
     #[arg(long = "allow-net", value_name = "ADDR:PORT")]
     allow_net: Vec<SocketAddr>,
     /// Linear memory limit, e.g. 64MiB.
-    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
-    memory: bytesize::ByteSize,
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    memory: u64,
     /// Wall-clock limit, e.g. 500ms, 30s, 2m.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     timeout: Duration,
     /// Fuel budget (deterministic CPU units); unmetered if not given.
     #[arg(long, value_name = "UNITS")]
@@ -41,14 +41,33 @@ pub(crate) struct CapabilityArgs {
     #[arg(long, value_name = "FILE")]
     stdin: Option<PathBuf>,
     /// Bytes kept per output stream; the rest is dropped and counted.
-    #[arg(long, value_name = "SIZE", default_value = "1MiB")]
-    output_limit: bytesize::ByteSize,
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    output_limit: u64,
+}
+
+/// Parses a size in bytes as the flags and job spec files write it: `64MiB`, `1GB`, `4096`.
+///
+/// # Errors
+/// A message saying what was expected.
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{s:?} is not a size such as 64MiB or 1GB ({e})"))
+}
+
+/// Parses a duration as the flags and job spec files write it: `500ms`, `30s`, `2m`, `1h 30m`.
+///
+/// # Errors
+/// A message saying what was expected.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration such as 500ms, 30s or 2m ({e})"))
 }
 
 impl CapabilityArgs {
     /// The memory limit asked for, in bytes.
     pub(crate) fn memory_bytes(&self) -> u64 {
-        self.memory.as_u64()
+        self.memory
     }
 
     /// The capabilities, with relative directory paths made absolute against `cwd`.
@@ -71,10 +90,10 @@ impl CapabilityArgs {
                 .collect(),
             network: self.allow_net.clone(),
             limits: Limits {
-                memory_bytes: self.memory.as_u64(),
+                memory_bytes: self.memory,
                 timeout: self.timeout,
                 fuel: self.fuel,
-                output_bytes: self.output_limit.as_u64(),
+                output_bytes: self.output_limit,
             },
         }
     }

@@ -13,8 +13,13 @@ use vauban_proto::v1;
 /// Where the scheduler is, and how to print what it says.
 #[derive(Debug, Args)]
 pub(crate) struct ClientArgs {
-    /// The scheduler's gRPC address.
-    #[arg(long, env = "VAUBAN_ADDR", default_value = "http://127.0.0.1:7070")]
+    /// The scheduler's gRPC address (`--scheduler` is an alias, as `vauban host` spells it).
+    #[arg(
+        long,
+        visible_alias = "scheduler",
+        env = "VAUBAN_ADDR",
+        default_value = "http://127.0.0.1:7070"
+    )]
     pub(crate) addr: String,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Format::Table)]
@@ -80,6 +85,21 @@ pub(crate) fn is_terminal(state: i32) -> bool {
     )
 }
 
+/// An allocation state as a word.
+pub(crate) fn allocation_state_name(state: i32) -> &'static str {
+    use v1::AllocationState as S;
+    match S::try_from(state).unwrap_or(S::Unspecified) {
+        S::Running => "running",
+        S::Completed => "completed",
+        S::Failed => "failed",
+        S::Lost => "lost",
+        S::Preempted => "preempted",
+        S::Stopped => "stopped",
+        S::Cancelled => "cancelled",
+        S::Unspecified => "unknown",
+    }
+}
+
 /// A job's outcome, if it has a result.
 pub(crate) fn outcome(job: &v1::Job) -> Option<Outcome> {
     job.result
@@ -104,19 +124,73 @@ pub(crate) fn job_json(job: &v1::Job) -> Value {
             "denials": r.denials,
         })
     });
+    let allocations: Vec<Value> = job
+        .allocations
+        .iter()
+        .map(|a| {
+            json!({
+                "attempt": a.attempt,
+                "instance": a.instance,
+                "node_id": a.node_id,
+                "state": allocation_state_name(a.state),
+                "started_at": time(a.started_at_ms),
+                "finished_at": time(a.finished_at_ms),
+                "message": a.message,
+                "placement": a.placement,
+                "stale_result": a.stale_result,
+            })
+        })
+        .collect();
     json!({
         "id": job.id,
         "name": spec.name,
+        "namespace": namespace(&spec.namespace),
+        "type": super::spec::type_name(spec.r#type),
+        "priority": spec.priority,
+        "replicas": spec.replicas,
         "module_digest": spec.module_digest,
         "label_selector": spec.label_selector,
+        "constraints": spec.constraints.iter().map(constraint_json).collect::<Vec<_>>(),
+        "affinities": spec.affinities.iter().map(|a| json!({
+            "constraint": a.constraint.as_ref().map(constraint_json),
+            "weight": a.weight,
+        })).collect::<Vec<_>>(),
+        "spreads": spec.spreads.iter().map(|s| json!({
+            "label": s.label, "weight": s.weight, "targets": s.targets,
+        })).collect::<Vec<_>>(),
+        "restart": spec.restart.map(|r| json!({
+            "attempts": r.attempts,
+            "initial_delay_ms": r.initial_delay_ms,
+            "max_delay_ms": r.max_delay_ms,
+        })),
         "state": state_name(job.state),
+        "running": job.running,
         "node_id": job.node_id,
         "attempts": job.attempts,
         "message": job.message,
         "submitted_at": time(job.submitted_at_ms),
         "finished_at": time(job.finished_at_ms),
+        "allocations": allocations,
         "result": result,
     })
+}
+
+fn constraint_json(c: &v1::Constraint) -> Value {
+    json!({ "label": c.label, "op": super::spec::op_name(c.operator), "values": c.values })
+}
+
+/// A namespace name as shown: the wire's empty string is "default".
+pub(crate) fn namespace(name: &str) -> &str {
+    if name.is_empty() {
+        super::spec::DEFAULT_NAMESPACE
+    } else {
+        name
+    }
+}
+
+/// A size in bytes as shown in tables.
+pub(crate) fn size(bytes: u64) -> String {
+    bytesize::ByteSize(bytes).to_string()
 }
 
 /// Prints rows under headers, columns padded to their widest cell.

@@ -8,12 +8,14 @@ pub(crate) mod host;
 pub(crate) mod job;
 pub(crate) mod key;
 pub(crate) mod module;
+pub(crate) mod namespace;
 pub(crate) mod node;
 pub(crate) mod report;
 pub(crate) mod run;
 pub(crate) mod scheduler;
 pub(crate) mod serve;
 pub(crate) mod sign;
+pub(crate) mod spec;
 pub(crate) mod verify;
 
 use std::path::{Path, PathBuf};

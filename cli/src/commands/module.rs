@@ -27,12 +27,18 @@ pub(crate) struct UploadArgs {
     /// A name to remember it by (default: the file name).
     #[arg(long)]
     name: Option<String>,
+    /// The namespace to upload it into.
+    #[arg(long, short = 'n', default_value = super::spec::DEFAULT_NAMESPACE)]
+    namespace: String,
     #[command(flatten)]
     client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
+    /// Only modules uploaded into this namespace (default: every namespace).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -45,13 +51,15 @@ pub(crate) async fn run(cmd: ModuleCommand) -> anyhow::Result<ExitCode> {
             let bytes = super::read_module(&args.module)?;
             let name = args.name.unwrap_or_else(|| super::file_name(&args.module));
             let channel = args.client.connect().await?;
-            let info = upload(channel, bytes, name).await?;
+            let info = upload(channel, bytes, name, &args.namespace).await?;
             print_modules(args.client.output, &[info]);
         }
         ModuleCommand::List(args) => {
             let mut client = ModulesClient::new(args.client.connect().await?);
             let modules = client
-                .list_modules(v1::ListModulesRequest {})
+                .list_modules(v1::ListModulesRequest {
+                    namespace: args.namespace.unwrap_or_default(),
+                })
                 .await
                 .map_err(status)?
                 .into_inner()
@@ -62,11 +70,16 @@ pub(crate) async fn run(cmd: ModuleCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Uploads a module unless the scheduler already has it (by digest).
+/// Uploads a module into `namespace` unless the scheduler already has it there (by digest).
+///
+/// # Errors
+/// The scheduler cannot be reached, or refuses the module (unsigned, altered after signing,
+/// signed by a key it does not trust): the message says why.
 pub(crate) async fn upload(
     channel: Channel,
     bytes: Vec<u8>,
     name: String,
+    namespace: &str,
 ) -> anyhow::Result<v1::ModuleInfo> {
     let mut client = ModulesClient::new(channel)
         .max_decoding_message_size(64 << 20)
@@ -78,16 +91,28 @@ pub(crate) async fn upload(
         })
         .await
     {
-        Ok(existing) => return Ok(existing.into_inner()),
+        // Stored, but maybe for another namespace only: then upload it into this one too.
+        Ok(existing) if existing.get_ref().namespaces.iter().any(|n| n == namespace) => {
+            return Ok(existing.into_inner());
+        }
+        Ok(_) => {}
         Err(e) if e.code() == tonic::Code::NotFound => {}
         Err(e) => return Err(status(e)),
     }
     let chunks: Vec<v1::UploadModuleRequest> = bytes
         .chunks(CHUNK)
         .enumerate()
-        .map(|(i, chunk)| v1::UploadModuleRequest {
-            chunk: chunk.to_vec(),
-            name: if i == 0 { name.clone() } else { String::new() },
+        .map(|(i, chunk)| {
+            let first = i == 0;
+            v1::UploadModuleRequest {
+                chunk: chunk.to_vec(),
+                name: if first { name.clone() } else { String::new() },
+                namespace: if first {
+                    namespace.to_owned()
+                } else {
+                    String::new()
+                },
+            }
         })
         .collect();
     let info = client
@@ -107,7 +132,7 @@ fn print_modules(format: Format, modules: &[v1::ModuleInfo]) {
                     json!({
                         "digest": m.digest, "name": m.name, "kind": m.kind,
                         "size_bytes": m.size_bytes, "signers": m.signers,
-                        "uploaded_at": time(m.uploaded_at_ms),
+                        "uploaded_at": time(m.uploaded_at_ms), "namespaces": m.namespaces,
                     })
                 })
                 .collect();
@@ -123,10 +148,14 @@ fn print_modules(format: Format, modules: &[v1::ModuleInfo]) {
                         m.kind.clone(),
                         bytesize::ByteSize(m.size_bytes).to_string(),
                         m.signers.join(","),
+                        m.namespaces.join(","),
                     ]
                 })
                 .collect();
-            print_table(&["DIGEST", "NAME", "KIND", "SIZE", "SIGNERS"], &rows);
+            print_table(
+                &["DIGEST", "NAME", "KIND", "SIZE", "SIGNERS", "NAMESPACES"],
+                &rows,
+            );
         }
     }
 }

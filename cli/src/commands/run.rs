@@ -24,6 +24,9 @@ pub(crate) struct RunArgs {
     /// A name for the job (default: the module's file name).
     #[arg(long)]
     name: Option<String>,
+    /// The namespace the module is uploaded into and the job runs in.
+    #[arg(long, short = 'n', default_value = super::spec::DEFAULT_NAMESPACE)]
+    namespace: String,
     /// Submit and print the job id without waiting for the result.
     #[arg(long, conflicts_with = "follow")]
     detach: bool,
@@ -42,13 +45,18 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| super::file_name(&args.module));
     let channel = args.client.connect().await?;
-    let module = super::module::upload(channel.clone(), bytes, name.clone()).await?;
+    let module =
+        super::module::upload(channel.clone(), bytes, name.clone(), &args.namespace).await?;
+    // A batch job with the scheduler's defaults for everything `vauban run` has no flag for.
     let spec = v1::JobSpec {
         name,
         module_digest: module.digest,
         capabilities: Some(args.caps.capabilities(&cwd).into()),
         stdin: args.caps.stdin_bytes()?,
         label_selector: args.labels.iter().cloned().collect::<HashMap<_, _>>(),
+        namespace: args.namespace.clone(),
+        r#type: v1::JobType::Batch as i32,
+        ..v1::JobSpec::default()
     };
     let mut jobs = JobsClient::new(channel)
         .max_decoding_message_size(64 << 20)
@@ -75,6 +83,19 @@ pub(crate) async fn follow(
     id: &str,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
+    let job = watch(jobs, id).await?;
+    Ok(ended(&job, format))
+}
+
+/// Streams a job's output to ours until the job reaches a terminal state (or the scheduler
+/// ends the watch), and returns the job as it was last seen.
+///
+/// # Errors
+/// The watch cannot start or breaks, or ends before saying anything of the job.
+pub(crate) async fn watch(
+    jobs: &mut JobsClient<tonic::transport::Channel>,
+    id: &str,
+) -> anyhow::Result<v1::Job> {
     let mut events = jobs
         .watch_job(v1::WatchJobRequest { id: id.to_owned() })
         .await
@@ -101,13 +122,16 @@ pub(crate) async fn follow(
             None => {}
         }
     }
-    let Some(job) = last else {
-        anyhow::bail!("the scheduler ended the watch of job {id} without a state");
-    };
+    last.ok_or_else(|| anyhow::anyhow!("the scheduler ended the watch of job {id} without a state"))
+}
+
+/// Reports how a watched batch job ended (one line on stderr, and the job in JSON on stdout
+/// if asked) and returns the exit code that stands for it: the guest's own when it exited.
+pub(crate) fn ended(job: &v1::Job, format: Format) -> ExitCode {
     if format == Format::Json {
-        println!("{}", job_json(&job));
+        println!("{}", job_json(job));
     }
-    let (ended, code) = match outcome(&job) {
+    let (ended, code) = match outcome(job) {
         Some(outcome) => (outcome.to_string(), super::report::exit_code(&outcome)),
         None if is_terminal(job.state) => (
             format!("{}: {}", state_name(job.state), job.message),
@@ -136,5 +160,5 @@ pub(crate) async fn follow(
         }
     }
     eprintln!("vauban: {}", parts.join(" · "));
-    Ok(code)
+    code
 }

@@ -17,7 +17,7 @@ use vauban_tests::Target;
 use crate::support::{Workspace, code, text};
 
 /// A child process killed when dropped.
-struct Process(Child);
+pub(crate) struct Process(pub(crate) Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -28,19 +28,19 @@ impl Drop for Process {
 
 impl Process {
     /// SIGKILL, as a crash would.
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-struct Scheduler {
-    process: Process,
-    addr: String,
+pub(crate) struct Scheduler {
+    pub(crate) process: Process,
+    pub(crate) addr: String,
 }
 
 /// Starts `vauban scheduler` on a free port and returns once it listens.
-fn start_scheduler(ws: &Workspace, data_dir: &str, trust: &str) -> Scheduler {
+pub(crate) fn start_scheduler(ws: &Workspace, data_dir: &str, trust: &str) -> Scheduler {
     start_scheduler_on(ws, "127.0.0.1:0", data_dir, trust)
 }
 
@@ -49,7 +49,23 @@ fn start_scheduler(ws: &Workspace, data_dir: &str, trust: &str) -> Scheduler {
 /// Heartbeats are frequent, but a node is declared down only after 10 s of silence: the tests
 /// that lose a host lose it by killing it (its stream ends at once), and a loaded CI machine must
 /// not make a live host look dead.
-fn start_scheduler_on(ws: &Workspace, listen: &str, data_dir: &str, trust: &str) -> Scheduler {
+pub(crate) fn start_scheduler_on(
+    ws: &Workspace,
+    listen: &str,
+    data_dir: &str,
+    trust: &str,
+) -> Scheduler {
+    start_scheduler_with(ws, listen, data_dir, trust, "10s")
+}
+
+/// Starts `vauban scheduler` on `listen`, declaring a node down after `down_after` of silence.
+pub(crate) fn start_scheduler_with(
+    ws: &Workspace,
+    listen: &str,
+    data_dir: &str,
+    trust: &str,
+    down_after: &str,
+) -> Scheduler {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vauban"))
         .args(["scheduler", "--listen", listen, "--data-dir", data_dir])
         .args([
@@ -58,7 +74,7 @@ fn start_scheduler_on(ws: &Workspace, listen: &str, data_dir: &str, trust: &str)
             "--heartbeat",
             "200ms",
             "--down-after",
-            "10s",
+            down_after,
         ])
         .current_dir(ws.dir.path())
         .stdout(Stdio::piped())
@@ -78,7 +94,7 @@ fn start_scheduler_on(ws: &Workspace, listen: &str, data_dir: &str, trust: &str)
 }
 
 /// Starts `vauban host` connected to `scheduler`.
-fn start_host(
+pub(crate) fn start_host(
     ws: &Workspace,
     scheduler: &Scheduler,
     node: &str,
@@ -99,7 +115,7 @@ fn start_host(
     Process(cmd.spawn().expect("start host"))
 }
 
-async fn channel(scheduler: &Scheduler) -> Channel {
+pub(crate) async fn channel(scheduler: &Scheduler) -> Channel {
     Channel::from_shared(scheduler.addr.clone())
         .expect("uri")
         .connect()
@@ -107,13 +123,16 @@ async fn channel(scheduler: &Scheduler) -> Channel {
         .expect("connect to scheduler")
 }
 
-async fn upload(channel: &Channel, path: &Path) -> Result<v1::ModuleInfo, tonic::Status> {
+pub(crate) async fn upload(
+    channel: &Channel,
+    path: &Path,
+) -> Result<v1::ModuleInfo, tonic::Status> {
     let bytes = std::fs::read(path).expect("read module");
     let chunks: Vec<_> = bytes
         .chunks(64 * 1024)
         .map(|c| v1::UploadModuleRequest {
             chunk: c.to_vec(),
-            name: String::new(),
+            ..Default::default()
         })
         .collect();
     ModulesClient::new(channel.clone())
@@ -122,7 +141,7 @@ async fn upload(channel: &Channel, path: &Path) -> Result<v1::ModuleInfo, tonic:
         .map(tonic::Response::into_inner)
 }
 
-fn spec(digest: &str, args: &[&str], selector: &[(&str, &str)]) -> v1::JobSpec {
+pub(crate) fn spec(digest: &str, args: &[&str], selector: &[(&str, &str)]) -> v1::JobSpec {
     v1::JobSpec {
         name: "test".into(),
         module_digest: digest.into(),
@@ -139,10 +158,11 @@ fn spec(digest: &str, args: &[&str], selector: &[(&str, &str)]) -> v1::JobSpec {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        ..Default::default()
     }
 }
 
-async fn submit(channel: &Channel, spec: v1::JobSpec) -> v1::Job {
+pub(crate) async fn submit(channel: &Channel, spec: v1::JobSpec) -> v1::Job {
     JobsClient::new(channel.clone())
         .submit_job(v1::SubmitJobRequest { spec: Some(spec) })
         .await
@@ -150,7 +170,7 @@ async fn submit(channel: &Channel, spec: v1::JobSpec) -> v1::Job {
         .into_inner()
 }
 
-fn terminal(state: i32) -> bool {
+pub(crate) fn terminal(state: i32) -> bool {
     matches!(
         v1::JobState::try_from(state),
         Ok(v1::JobState::Completed | v1::JobState::Failed | v1::JobState::Cancelled)
@@ -158,7 +178,7 @@ fn terminal(state: i32) -> bool {
 }
 
 /// Every event of a job's watch until it ends (or until `until` returns true for an event).
-async fn watch(
+pub(crate) async fn watch(
     channel: &Channel,
     id: &str,
     mut until: impl FnMut(&v1::job_event::Event) -> bool,
@@ -182,7 +202,7 @@ async fn watch(
 }
 
 /// The job's final state.
-async fn finished(channel: &Channel, id: &str) -> v1::Job {
+pub(crate) async fn finished(channel: &Channel, id: &str) -> v1::Job {
     let events = watch(channel, id, |_| false).await;
     match events.last() {
         Some(v1::job_event::Event::Job(job)) if terminal(job.state) => job.clone(),
@@ -190,16 +210,16 @@ async fn finished(channel: &Channel, id: &str) -> v1::Job {
     }
 }
 
-fn outcome(job: &v1::Job) -> Outcome {
+pub(crate) fn outcome(job: &v1::Job) -> Outcome {
     let result = job.result.clone().expect("job has a result");
     Outcome::try_from(result.outcome.expect("outcome")).expect("valid outcome")
 }
 
-fn stdout(job: &v1::Job) -> String {
+pub(crate) fn stdout(job: &v1::Job) -> String {
     String::from_utf8_lossy(&job.result.as_ref().expect("result").stdout).into_owned()
 }
 
-fn sample(ws: &Workspace, name: &str, target: Target) -> PathBuf {
+pub(crate) fn sample(ws: &Workspace, name: &str, target: Target) -> PathBuf {
     ws.path(&ws.signed_sample(name, target))
 }
 
@@ -386,7 +406,7 @@ async fn a_restarted_scheduler_still_knows_its_jobs_and_its_hosts_reconnect() {
     assert_eq!(stdout(&after), "hello, durable!\n");
     assert_eq!(after.result, before.result);
     let modules = ModulesClient::new(channel.clone())
-        .list_modules(v1::ListModulesRequest {})
+        .list_modules(v1::ListModulesRequest::default())
         .await
         .expect("list")
         .into_inner()
@@ -436,6 +456,7 @@ async fn a_hundred_concurrent_jobs_over_two_hosts_complete_exactly_once() {
         .list_jobs(v1::ListJobsRequest {
             state: v1::JobState::Completed as i32,
             limit: 1000,
+            ..Default::default()
         })
         .await
         .expect("list")

@@ -2,4 +2,5 @@
 
 mod cluster;
 mod local;
+mod scheduling;
 mod support;

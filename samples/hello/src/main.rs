@@ -1,7 +1,8 @@
 //! `hello`: the minimal guest, plain `std` with no SDK, used to exercise every basic host
 //! capability (args, env, stdin, stdout/stderr, preopened directories, exit codes).
 //!
-//! Usage: `hello [--name NAME] [--read PATH] [--write PATH TEXT] [--list DIR] [--exit N]...`
+//! Usage: `hello [--name NAME] [--read PATH] [--write PATH TEXT] [--list DIR] [--sleep MS]
+//! [--exit N]...`
 //!
 //! What a host test can expect, in this order:
 //! 1. stdout `hello, {NAME}!` (`NAME` from the last `--name`, default `world`);
@@ -12,6 +13,8 @@
 //!    - `--read PATH`: `read {PATH}: {content, trimmed}`
 //!    - `--write PATH TEXT`: creates/truncates `PATH` with `TEXT`, then `wrote {PATH}`
 //!    - `--list DIR`: `list {DIR}: {entry names, sorted, joined by ","}`
+//!    - `--sleep MS`: sleeps `MS` milliseconds (a long-running service instance, or one that a
+//!      timeout or a drain must stop), then `slept {MS}ms`
 //!    - `--exit N`: exits at once with code `N` (0..=255), skipping later operations.
 //!
 //! (On wasm32-wasip2 the host sees every non-zero exit code as 1: `wasi:cli/exit` only
@@ -23,13 +26,15 @@
 
 use std::io::{self, Read, Write};
 use std::process::{self, ExitCode};
-use std::{env, fs};
+use std::time::Duration;
+use std::{env, fs, thread};
 
 /// An operation requested on the command line, run in order after the greeting.
 enum Op {
     Read(String),
     Write(String, String),
     List(String),
+    Sleep(u64),
     Exit(u8),
 }
 
@@ -80,6 +85,10 @@ fn main() -> ExitCode {
                 Ok(names) => println!("list {dir}: {}", names.join(",")),
                 Err(err) => return failed("list", &dir, &err),
             },
+            Op::Sleep(ms) => {
+                thread::sleep(Duration::from_millis(ms));
+                println!("slept {ms}ms");
+            }
             Op::Exit(code) => {
                 // `process::exit` skips destructors: make sure everything printed gets out.
                 let _ = io::stdout().flush();
@@ -107,6 +116,13 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
                 ops.push(Op::Write(path, value("TEXT")?));
             }
             "--list" => ops.push(Op::List(value("DIR")?)),
+            "--sleep" => {
+                let ms = value("MS")?;
+                let ms = ms
+                    .parse()
+                    .map_err(|_| format!("--sleep needs milliseconds, got {ms:?}"))?;
+                ops.push(Op::Sleep(ms));
+            }
             "--exit" => {
                 let n = value("N")?;
                 let code = n
