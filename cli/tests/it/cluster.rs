@@ -615,3 +615,83 @@ async fn health_and_reflection_are_served() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sample_job_specs_run_through_vauban_dev() {
+    let ws = Workspace::new();
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_vauban"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--hosts", "2"])
+        .args(["--trust", "trust"])
+        .current_dir(ws.dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start dev");
+    let mut lines = BufReader::new(dev.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("line").expect("read");
+    let _dev = Process(dev);
+    let addr = first.rsplit(' ').next().expect("addr").to_owned();
+    // The specs as shipped, with the signed module where they expect it.
+    let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/jobs");
+    std::fs::create_dir_all(ws.path("samples/jobs")).expect("mkdir");
+    for spec in ["batch", "service", "system"] {
+        std::fs::copy(
+            specs.join(format!("{spec}.toml")),
+            ws.path(&format!("samples/jobs/{spec}.toml")),
+        )
+        .expect("copy spec");
+    }
+    let signed = ws.signed_sample("hello", Target::P1);
+    std::fs::create_dir_all(ws.path("target/samples/wasm32-wasip1/release")).expect("mkdir");
+    std::fs::copy(
+        ws.path(&signed),
+        ws.path("target/samples/wasm32-wasip1/release/hello.wasm"),
+    )
+    .expect("copy module");
+    let vauban = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_vauban"))
+            .args(args)
+            .current_dir(ws.dir.path())
+            .env("VAUBAN_ADDR", &addr)
+            .output()
+            .expect("vauban")
+    };
+
+    let out = vauban(&["job", "plan", "samples/jobs/batch.toml"]);
+    assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("dev-2"),
+        "the edge node is preferred: {}",
+        text(&out.stdout)
+    );
+    let out = vauban(&["job", "run", "samples/jobs/batch.toml", "--follow"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("hello, batch!\nGREETING=bonjour\n"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let mut ids = Vec::new();
+    for spec in ["service", "system"] {
+        let out = vauban(&["job", "run", &format!("samples/jobs/{spec}.toml")]);
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+        ids.push(text(&out.stdout).trim().to_owned());
+    }
+    // Each gets an instance on both development hosts (the service spreads over zones).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            let out = vauban(&["job", "get", id, "--output", "json"]);
+            let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            if job["running"] == 2 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{job}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let out = vauban(&["job", "cancel", id]);
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    }
+    let out = vauban(&["namespace", "list"]);
+    assert!(text(&out.stdout).contains("ops"), "{}", text(&out.stdout));
+}
