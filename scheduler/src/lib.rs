@@ -1,11 +1,12 @@
 //! Vauban's scheduler: the control plane that accepts signed modules and jobs from clients and
 //! dispatches jobs to the hosts that dial in.
 //!
-//! [`serve`] is the whole scheduler behind one call. Inside, one task owns the jobs, the nodes
-//! and the queue (`state`), fed by the gRPC services (`service`) through a closed set of
-//! commands; placement is a pure function ([`placement::Cluster::place`]); every accepted job, transition
-//! and result is committed to a redb store (`store`) before anyone is told. The scheduler never
-//! executes guest code, and so does not link wasmtime.
+//! [`serve`] is the whole scheduler behind one call. Inside, one task owns the jobs and their
+//! allocations, the nodes and the namespaces' quotas (`state`), fed by the gRPC services
+//! (`service`) through a closed set of commands; placement is a pure function
+//! ([`placement::Cluster::place`]); every accepted job, transition and result is committed to
+//! the store (`store`: a key-value-with-transactions trait, redb by default) before anyone is
+//! told. The scheduler never executes guest code, and so does not link wasmtime.
 
 #![forbid(unsafe_code)]
 
