@@ -70,8 +70,9 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Defaults for a node named `node_id` dialing `scheduler`: no labels, 16 slots, 4 GiB, a
-    /// reconnect delay from 100 ms to 5 s, modules up to 256 MiB, a 5 s shutdown grace.
+    /// Defaults for a node named `node_id` dialing `scheduler`: the `arch` label of this
+    /// machine (`x86_64`, `aarch64`, ...) and no other, 16 slots, 4 GiB, a reconnect delay from
+    /// 100 ms to 5 s, modules up to 256 MiB, a 5 s shutdown grace.
     pub fn new(
         scheduler: impl Into<String>,
         node_id: impl Into<String>,
@@ -80,7 +81,7 @@ impl AgentConfig {
         Self {
             scheduler: scheduler.into(),
             node_id: node_id.into(),
-            labels: BTreeMap::new(),
+            labels: [("arch".to_owned(), std::env::consts::ARCH.to_owned())].into(),
             slots: 16,
             memory_bytes: 4 << 30,
             module_dir: module_dir.into(),

@@ -77,14 +77,13 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         );
         agent.slots = args.slots;
         agent.memory_bytes = 4 << 30;
-        agent.labels = [
+        agent.labels.extend([
             ("zone".to_owned(), (*zone).to_owned()),
             (
                 "tier".to_owned(),
                 if i == 0 { "core" } else { "edge" }.to_owned(),
             ),
-        ]
-        .into();
+        ]);
         let stop = shutdown.clone();
         tasks.spawn(async move {
             if let Err(error) = vauban_host::run_agent(agent, runtime, stop).await {

@@ -48,7 +48,8 @@ pub(crate) async fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
     let runtime =
         super::serve::host_runtime(&data_dir, trust, roots, args.slots, args.memory.as_u64())?;
     let mut config = AgentConfig::new(args.scheduler, args.node_id, data_dir.join("modules"));
-    config.labels = args.labels.into_iter().collect();
+    // The operator's labels, over the ones the agent knows by itself (`arch`).
+    config.labels.extend(args.labels);
     config.slots = args.slots;
     config.memory_bytes = args.memory.as_u64();
     let shutdown = super::serve::shutdown_on_signal()?;

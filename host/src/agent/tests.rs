@@ -149,7 +149,11 @@ async fn registration_says_what_the_host_has_and_heartbeats_what_changed() {
         register,
         v1::Register {
             node_id: "n1".into(),
-            labels: [("zone".to_owned(), "edge".to_owned())].into(),
+            labels: [
+                ("arch".to_owned(), std::env::consts::ARCH.to_owned()),
+                ("zone".to_owned(), "edge".to_owned())
+            ]
+            .into(),
             slots: 3,
             memory_bytes: 4 << 30,
             cached_modules: vec![stored.to_string()],

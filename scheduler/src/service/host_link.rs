@@ -190,6 +190,11 @@ fn greeting_from_proto(register: v1::Register) -> Result<Greeting, InvalidField>
     if node_id.is_empty() {
         return Err(InvalidField::new("register.node_id", "required"));
     }
+    for (key, value) in &labels {
+        if let Some(why) = label_error(key, value) {
+            return Err(InvalidField::new(format!("register.labels[{key}]"), why));
+        }
+    }
     Ok(Greeting {
         registration: Registration {
             id: NodeId::from(node_id),
@@ -200,6 +205,18 @@ fn greeting_from_proto(register: v1::Register) -> Result<Greeting, InvalidField>
         cached_modules: digests_from_proto("register.cached_modules", &cached_modules)?,
         running: running.iter().map(|r| RunningAttempt::parse(r)).collect(),
     })
+}
+
+/// Why a node label is refused. Keys are free-form but not empty; the well-known `tier` is
+/// `edge` or `core`. (`site`, `jurisdiction`, `classification` and `arch` are free text.)
+fn label_error(key: &str, value: &str) -> Option<String> {
+    if key.is_empty() {
+        return Some("a label key may not be empty".to_owned());
+    }
+    if key == "tier" && !matches!(value, "edge" | "core") {
+        return Some(format!("tier is edge or core, not {value:?}"));
+    }
+    None
 }
 
 fn digests_from_proto(
@@ -356,5 +373,19 @@ mod tests {
             Ok(None)
         );
         assert!(greeting_from_proto(v1::Register::default()).is_err());
+        let register = |labels: &[(&str, &str)]| {
+            greeting_from_proto(v1::Register {
+                node_id: "n1".into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                ..v1::Register::default()
+            })
+        };
+        assert!(register(&[("tier", "edge"), ("site", "toulon")]).is_ok());
+        let err = register(&[("tier", "fog")]).expect_err("tier");
+        assert!(err.to_string().contains("register.labels[tier]"), "{err}");
+        assert!(register(&[("", "x")]).is_err());
     }
 }
