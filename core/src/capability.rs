@@ -1,6 +1,7 @@
 //! The capabilities a job asks for. Nothing is granted that is not listed here: no inherited
 //! environment, no ambient filesystem, no network unless a destination is named.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -21,7 +22,18 @@ pub struct Capabilities {
     pub network: Vec<SocketAddr>,
     /// Resource ceilings.
     pub limits: Limits,
+    /// Read-only configuration values, by key. Keys are non-empty. A component of the
+    /// `vauban:job` world reads them through `vauban:job/config` (and its environment is only
+    /// `env`); a command, which has no such import, finds each one in the environment variable
+    /// [`CONFIG_ENV_PREFIX`]`<KEY>`, after those of `env`.
+    // `default`: job records stored before this field existed still read.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
 }
+
+/// The prefix of the environment variables that carry configuration values to a command:
+/// `VAUBAN_CONFIG_<KEY>`, the key exactly as granted. The guest SDK reads the same names.
+pub const CONFIG_ENV_PREFIX: &str = "VAUBAN_CONFIG_";
 
 /// Whether a preopened directory may be written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -4,7 +4,9 @@
 //! interruption, optional fuel), a cache of compiled artifacts keyed by module digest and engine
 //! fingerprint, and the operator's allowed directory roots. [`Runtime::load`] verifies a module's
 //! publisher signature before anything compiles it; [`Runtime::run`] builds a fresh sandbox from
-//! the run's [`vauban_core::Capabilities`] alone and returns a [`vauban_core::RunReport`].
+//! the run's [`vauban_core::Capabilities`] alone and returns a [`vauban_core::RunReport`]. A
+//! component exporting the `vauban:job` world's `run` (`wit/job.wit`) is called through it
+//! ([`Entry::Job`]); everything else runs as a WASI command ([`Entry::Command`]).
 //!
 //! The host agent, [`run_agent`], is the part of a host that faces the scheduler: it dials out,
 //! registers, runs what it is assigned on a [`Runtime`] and reports back, streaming output as
@@ -18,6 +20,7 @@ mod agent;
 mod cache;
 mod engine;
 mod files;
+mod job;
 mod limiter;
 mod modules;
 mod output;
@@ -28,5 +31,5 @@ mod sandbox;
 pub use agent::{AgentConfig, run_agent};
 pub use output::{OutputEvent, OutputSink, OutputStream};
 pub use runtime::{
-    LoadError, LoadedModule, RunRequest, Runtime, RuntimeConfig, RuntimeStats, StartError,
+    Entry, LoadError, LoadedModule, RunRequest, Runtime, RuntimeConfig, RuntimeStats, StartError,
 };

@@ -72,7 +72,8 @@ impl BoundedOutput {
         }
     }
 
-    fn append(&self, data: &[u8]) {
+    /// Keeps what fits of `data`, counts the rest, and sends what was kept to the sink.
+    pub(crate) fn append(&self, data: &[u8]) {
         // A poisoned lock only means another writer panicked mid-append; the buffer is still a
         // valid prefix, so keep using it.
         let mut c = self.shared.lock().unwrap_or_else(PoisonError::into_inner);

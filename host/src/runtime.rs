@@ -14,6 +14,7 @@ use vauban_core::{
     Verified,
 };
 use wasmtime::component::ResourceTable;
+use wasmtime::component::types::{ComponentExtern, ComponentItem};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -21,10 +22,11 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use crate::cache::{ArtifactCache, Compiled};
 use crate::engine::{EpochTicker, MAX_TABLE_ELEMENTS};
+use crate::job::{JobHost, JobPre};
 use crate::limiter::MemoryLimiter;
 use crate::output::OutputSink;
 use crate::roots::AllowedRoots;
-use crate::sandbox;
+use crate::sandbox::{self, Sandbox};
 
 /// Operator settings of a host runtime. Plain data: the binary fills it from flags and files.
 #[derive(Clone, Debug)]
@@ -162,6 +164,28 @@ impl LoadedModule {
     pub fn verified(&self) -> &Verified {
         &self.ready.verified
     }
+
+    /// How a run calls into it, as decided once when it was loaded.
+    pub fn entry(&self) -> Entry {
+        match self.ready.pre {
+            Pre::Core(_) | Pre::Component(_) => Entry::Command,
+            Pre::Job(_) => Entry::Job,
+        }
+    }
+}
+
+/// How a run calls into a module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A WASI command: a preview-1 module's `_start` or a component's `wasi:cli/run`, with the
+    /// run's stdin on WASI stdin and its configuration in `VAUBAN_CONFIG_<KEY>` environment
+    /// variables; its exit status is its exit code.
+    Command,
+    /// A component of the `vauban:job` world (`wit/job.wit`): its `run` export is called with
+    /// the run's stdin bytes (WASI stdin is then empty) and reads its configuration through
+    /// `vauban:job/config` (its environment is `env` alone); what it returns is its stdout, or
+    /// its error is logged on stderr and its code is the exit code.
+    Job,
 }
 
 struct Ready {
@@ -169,10 +193,12 @@ struct Ready {
     pre: Pre,
 }
 
-/// Instantiation work done once per module, reused by every run.
+/// Instantiation work done once per module, reused by every run. Which entry point a component
+/// has is decided here, at load time, from its type.
 enum Pre {
     Core(wasmtime::InstancePre<CoreState>),
     Component(CommandPre<ComponentState>),
+    Job(JobPre<ComponentState>),
 }
 
 struct CoreState {
@@ -184,6 +210,7 @@ struct ComponentState {
     ctx: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    job: JobHost,
 }
 
 /// A store's state that carries its memory limiter.
@@ -222,6 +249,8 @@ pub struct Runtime {
 struct Inner {
     engine: Engine,
     core_linker: wasmtime::Linker<CoreState>,
+    /// WASI preview 2 and the `vauban:job` imports, for commands and job components alike (a
+    /// command may import `vauban:job/log` too).
     component_linker: wasmtime::component::Linker<ComponentState>,
     trust: TrustStore,
     cache: ArtifactCache,
@@ -251,6 +280,8 @@ impl Runtime {
             .map_err(|e| StartError::Engine(e.to_string()))?;
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
+            .map_err(|e| StartError::Engine(e.to_string()))?;
+        crate::job::add_to_linker(&mut component_linker, |s: &mut ComponentState| &mut s.job)
             .map_err(|e| StartError::Engine(e.to_string()))?;
         let cache = ArtifactCache::open(&config.cache_dir, &engine)?;
         let roots = AllowedRoots::open(&config.allowed_roots)?;
@@ -395,17 +426,37 @@ impl Runtime {
                 Pre::Core(pre)
             }
             Compiled::Component(component) => {
+                // A component exporting the job world's `run` function is a job, whatever else
+                // it exports (a Rust binary built with the job world also exports
+                // `wasi:cli/run`, its `main`).
+                let exports_run = matches!(
+                    component.component_type().get_export(engine, "run"),
+                    Some(ComponentExtern {
+                        ty: ComponentItem::ComponentFunc(_),
+                        ..
+                    })
+                );
                 let pre = self
                     .inner
                     .component_linker
                     .instantiate_pre(&component)
                     .map_err(|e| unrunnable(format!("{e:#}")))?;
-                let pre = CommandPre::new(pre).map_err(|e| {
-                    unrunnable(format!(
-                        "not a WASI command: no `wasi:cli/run` export ({e:#})"
-                    ))
-                })?;
-                Pre::Component(pre)
+                if exports_run {
+                    let pre = JobPre::new(pre).map_err(|e| {
+                        unrunnable(format!(
+                            "its `run` export is not the `vauban:job` world's ({e:#})"
+                        ))
+                    })?;
+                    Pre::Job(pre)
+                } else {
+                    let pre = CommandPre::new(pre).map_err(|e| {
+                        unrunnable(format!(
+                            "not a WASI command nor a `vauban:job` component: no `wasi:cli/run` \
+                             or `run` export ({e:#})"
+                        ))
+                    })?;
+                    Pre::Component(pre)
+                }
             }
         };
         let ready = Arc::new(Ready { verified, pre });
@@ -447,12 +498,18 @@ impl Runtime {
             denials: Vec::new(),
         };
         let limits = request.capabilities.limits;
+        // A job gets its input as `run`'s argument, a command on its stdin.
+        let (stdin, input) = match module.entry() {
+            Entry::Command => (request.stdin, Vec::new()),
+            Entry::Job => (Vec::new(), request.stdin),
+        };
         let sandbox = match sandbox::build(
             &self.inner.roots,
             &request.capabilities,
             &request.program,
-            request.stdin,
+            stdin,
             request.output.as_ref(),
+            module.entry(),
         ) {
             Ok(s) => s,
             Err(denial) => {
@@ -482,17 +539,25 @@ impl Runtime {
             return report;
         }
 
+        // Biased, cancellation first: a run cancelled before it starts never starts.
         let _permit = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return report,
             permit = self.inner.slots.acquire() => match permit {
                 Ok(p) => p,
                 // The semaphore is never closed.
                 Err(_) => return report,
             },
-            () = cancel.cancelled() => return report,
         };
 
         let limiter = MemoryLimiter::new(memory_limit, MAX_TABLE_ELEMENTS);
-        let mut wasi = sandbox.wasi;
+        let Sandbox {
+            mut wasi,
+            stdout,
+            stderr,
+            denials,
+            job,
+        } = sandbox;
         let started = Instant::now();
         let (result, limiter, fuel_left) = match &module.ready.pre {
             Pre::Core(pre) => {
@@ -510,9 +575,23 @@ impl Runtime {
                     ctx: wasi.build(),
                     table: ResourceTable::new(),
                     limiter,
+                    job,
                 };
                 let mut store = self.new_store(state, limits.fuel);
                 let result = bounded(limits.timeout, cancel, run_component(pre, &mut store)).await;
+                let fuel_left = store.get_fuel().ok();
+                (result, store.into_data().limiter, fuel_left)
+            }
+            Pre::Job(pre) => {
+                let state = ComponentState {
+                    ctx: wasi.build(),
+                    table: ResourceTable::new(),
+                    limiter,
+                    job,
+                };
+                let mut store = self.new_store(state, limits.fuel);
+                let result =
+                    bounded(limits.timeout, cancel, run_job(pre, &mut store, &input)).await;
                 let fuel_left = store.get_fuel().ok();
                 (result, store.into_data().limiter, fuel_left)
             }
@@ -534,14 +613,10 @@ impl Runtime {
             report.fuel_consumed = fuel_left.map(|left| budget - left);
         }
         report.peak_memory_bytes = limiter.peak();
-        report.stdout = sandbox.stdout.snapshot();
-        report.stderr = sandbox.stderr.snapshot();
-        report.denials = std::mem::take(
-            &mut *sandbox
-                .denials
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        report.stdout = stdout.snapshot();
+        report.stderr = stderr.snapshot();
+        report.denials =
+            std::mem::take(&mut *denials.lock().unwrap_or_else(PoisonError::into_inner));
         report
     }
 
@@ -581,6 +656,18 @@ async fn run_component(
     }
 }
 
+/// Calls a job component's `run` with `input`; what it returns becomes the run's output (see
+/// [`JobHost::finish`]).
+async fn run_job(
+    pre: &JobPre<ComponentState>,
+    store: &mut Store<ComponentState>,
+    input: &[u8],
+) -> wasmtime::Result<i32> {
+    let job = pre.instantiate_async(&mut *store).await?;
+    let result = job.call_run(&mut *store, input).await?;
+    Ok(store.data().job.finish(result))
+}
+
 enum Bounded<T> {
     Finished(T),
     TimedOut,
@@ -594,10 +681,13 @@ async fn bounded<T>(
     cancel: &CancellationToken,
     work: impl Future<Output = T>,
 ) -> Bounded<T> {
+    // Biased, so that the outcome is deterministic: a cancellation already made wins, and a
+    // guest that finished is not reported as timed out.
     tokio::select! {
+        biased;
+        () = cancel.cancelled() => Bounded::Cancelled,
         result = work => Bounded::Finished(result),
         () = tokio::time::sleep(timeout) => Bounded::TimedOut,
-        () = cancel.cancelled() => Bounded::Cancelled,
     }
 }
 

@@ -7,13 +7,16 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use vauban_core::capability::CONFIG_ENV_PREFIX;
 use vauban_core::{Access, Capabilities};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use crate::job::JobHost;
 use crate::output::{BoundedOutput, OutputSink, OutputStream};
 use crate::roots::{AllowedRoots, Denial, proc_path};
+use crate::runtime::Entry;
 
 /// A configured WASI context, with handles on what the guest writes and on refused requests.
 pub(crate) struct Sandbox {
@@ -22,19 +25,22 @@ pub(crate) struct Sandbox {
     pub(crate) stderr: BoundedOutput,
     /// Capability uses refused while the guest runs.
     pub(crate) denials: Arc<Mutex<Vec<String>>>,
+    /// What the `vauban:job` imports reach: the granted configuration and the same two outputs.
+    pub(crate) job: JobHost,
 }
 
 /// Builds the sandbox for one run.
 ///
 /// `program` becomes `argv[0]`; what the guest writes and keeps is also sent to `output` when
-/// given. Fails with the first capability the host refuses to grant; the guest is then never
-/// instantiated.
+/// given; `entry` says how configuration reaches the guest. Fails with the first capability the
+/// host refuses to grant; the guest is then never instantiated.
 pub(crate) fn build(
     roots: &AllowedRoots,
     caps: &Capabilities,
     program: &str,
     stdin: Vec<u8>,
     output: Option<&OutputSink>,
+    entry: Entry,
 ) -> Result<Sandbox, Denial> {
     let mut wasi = WasiCtxBuilder::new();
     wasi.arg(program).args(&caps.args);
@@ -76,6 +82,25 @@ pub(crate) fn build(
         // `dir` closes here; the preopen holds its own descriptor of the same directory.
     }
 
+    // Configuration: a job component asks its `vauban:job/config` import (below) and its
+    // environment stays `env` alone; a command has no such import and finds each value in
+    // `VAUBAN_CONFIG_<KEY>`, after `env`.
+    for (key, value) in &caps.config {
+        let as_env = entry == Entry::Command;
+        if key.is_empty() || (as_env && (key.contains(['=', '\0']) || value.contains('\0'))) {
+            return Err(Denial {
+                capability: format!("configuration value {key:?}"),
+                reason: "keys must be non-empty; a command reads them from its environment, so \
+                         there keys have no '=' or NUL and values no NUL"
+                    .into(),
+            });
+        }
+        if as_env {
+            wasi.env(format!("{CONFIG_ENV_PREFIX}{key}"), value);
+        }
+    }
+    let job = JobHost::new(caps.config.clone(), stdout.clone(), stderr.clone());
+
     let denials = Arc::new(Mutex::new(Vec::new()));
     if !caps.network.is_empty() {
         let allowed: Arc<[SocketAddr]> = caps.network.clone().into();
@@ -99,6 +124,7 @@ pub(crate) fn build(
         stdout,
         stderr,
         denials,
+        job,
     })
 }
 

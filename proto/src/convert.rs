@@ -3,6 +3,7 @@
 //! Protobuf → domain is `TryFrom`, failing with an [`InvalidField`] that names the field;
 //! domain → protobuf is `From`. Both destructure every field.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use vauban_core::outcome::CapturedOutput;
@@ -81,7 +82,8 @@ impl From<Limits> for v1::Limits {
 ///
 /// # Errors
 /// [`InvalidField`] naming the first invalid entry (a network destination that is not
-/// `IP:PORT`, a directory without paths, an environment variable without a name).
+/// `IP:PORT`, a directory without paths, an environment variable without a name, a configuration
+/// value without a name or named twice).
 pub fn capabilities_from_proto(
     caps: v1::Capabilities,
     defaults: Limits,
@@ -92,6 +94,7 @@ pub fn capabilities_from_proto(
         dirs,
         network,
         limits,
+        config,
     } = caps;
     let env = env
         .into_iter()
@@ -149,12 +152,29 @@ pub fn capabilities_from_proto(
             })
         })
         .collect::<Result<_, _>>()?;
+    let mut config_map = BTreeMap::new();
+    for (i, v1::EnvVar { name, value }) in config.into_iter().enumerate() {
+        if name.is_empty() {
+            return Err(InvalidField::new(
+                format!("capabilities.config[{i}].name"),
+                "must be non-empty",
+            ));
+        }
+        if config_map.contains_key(&name) {
+            return Err(InvalidField::new(
+                format!("capabilities.config[{i}].name"),
+                format!("{name:?} is given twice"),
+            ));
+        }
+        config_map.insert(name, value);
+    }
     Ok(Capabilities {
         args,
         env,
         dirs,
         network,
         limits: limits_from_proto(limits, defaults),
+        config: config_map,
     })
 }
 
@@ -166,6 +186,7 @@ impl From<Capabilities> for v1::Capabilities {
             dirs,
             network,
             limits,
+            config,
         } = c;
         Self {
             args,
@@ -189,6 +210,10 @@ impl From<Capabilities> for v1::Capabilities {
                 .collect(),
             network: network.iter().map(ToString::to_string).collect(),
             limits: Some(limits.into()),
+            config: config
+                .into_iter()
+                .map(|(name, value)| v1::EnvVar { name, value })
+                .collect(),
         }
     }
 }
@@ -355,6 +380,10 @@ mod tests {
             }],
             network: vec!["10.0.0.1:443".parse().expect("addr")],
             limits: Limits::DEFAULT,
+            config: BTreeMap::from([
+                ("greeting".into(), "hi".into()),
+                ("mode".into(), String::new()),
+            ]),
         };
         let wire = v1::Capabilities::from(caps.clone());
         assert_eq!(
@@ -362,10 +391,25 @@ mod tests {
             Ok(caps)
         );
 
-        let mut bad = wire;
+        let mut bad = wire.clone();
         bad.network.push("example.org:80".into());
         let err = capabilities_from_proto(bad, Limits::DEFAULT).expect_err("refused");
         assert_eq!(err.field, "capabilities.network[1]");
+
+        let config = |name: &str| v1::EnvVar {
+            name: name.into(),
+            value: "x".into(),
+        };
+        let mut empty = wire.clone();
+        empty.config.push(config(""));
+        let err = capabilities_from_proto(empty, Limits::DEFAULT).expect_err("empty key");
+        assert_eq!(err.field, "capabilities.config[2].name");
+
+        let mut twice = wire;
+        twice.config.push(config("greeting"));
+        let err = capabilities_from_proto(twice, Limits::DEFAULT).expect_err("duplicate key");
+        assert_eq!(err.field, "capabilities.config[2].name");
+        assert!(err.reason.contains("\"greeting\" is given twice"), "{err}");
     }
 
     #[test]

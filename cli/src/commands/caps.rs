@@ -21,6 +21,11 @@ pub(crate) struct CapabilityArgs {
     /// An environment variable for the guest, KEY=VALUE (repeatable). Nothing is inherited.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     env: Vec<(String, String)>,
+    /// A read-only configuration value, KEY=VALUE (repeatable; the last value given for a KEY
+    /// wins). A `vauban:job` component reads it through `vauban:job/config`, a command in the
+    /// environment variable VAUBAN_CONFIG_KEY.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
+    config: Vec<(String, String)>,
     /// A host directory for the guest, HOST:GUEST[:ro|rw] (repeatable; read-only by default).
     /// A relative HOST path is taken from the current directory.
     #[arg(long = "dir", value_name = "HOST:GUEST[:ro|rw]")]
@@ -95,6 +100,7 @@ impl CapabilityArgs {
                 fuel: self.fuel,
                 output_bytes: self.output_limit,
             },
+            config: self.config.iter().cloned().collect(),
         }
     }
 

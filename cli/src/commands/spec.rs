@@ -129,6 +129,8 @@ struct File {
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
     dirs: Vec<Dir>,
     #[serde(default)]
     network: Vec<String>,
@@ -225,6 +227,7 @@ impl File {
             stdin,
             stdin_file,
             env,
+            config,
             dirs,
             network,
             limits,
@@ -314,6 +317,12 @@ impl File {
                 ));
             }
         }
+        if config.contains_key("") {
+            return Err(invalid(
+                "config.\"\"",
+                "a configuration key must be non-empty",
+            ));
+        }
         let dirs = dirs
             .into_iter()
             .enumerate()
@@ -353,6 +362,7 @@ impl File {
             dirs,
             network,
             limits: limits.check()?,
+            config,
         };
 
         let restart = match (job_type, restart) {

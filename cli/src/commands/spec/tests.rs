@@ -182,6 +182,34 @@ fn a_full_service_spec() {
 }
 
 #[test]
+fn config_values_are_granted_sorted_by_key_and_apart_from_env() {
+    let job = ok(r#"
+        env = { GREETING = "env" }
+        config = { mode = "fast", greeting = "bonjour", "db.url" = "" }
+    "#);
+    let caps = job.spec.capabilities.unwrap_or_default();
+    let config: Vec<(String, String)> =
+        caps.config.into_iter().map(|e| (e.name, e.value)).collect();
+    assert_eq!(
+        config,
+        [
+            ("db.url".to_owned(), String::new()),
+            ("greeting".to_owned(), "bonjour".to_owned()),
+            ("mode".to_owned(), "fast".to_owned()),
+        ]
+    );
+    assert_eq!(caps.env.len(), 1, "config is not put in the environment");
+    assert!(
+        ok("")
+            .spec
+            .capabilities
+            .unwrap_or_default()
+            .config
+            .is_empty()
+    );
+}
+
+#[test]
 fn a_service_has_one_replica_unless_told_and_restart_defaults_stay_unset() {
     let job = ok("type = \"service\"\n[restart]\nattempts = 2");
     assert_eq!(job.spec.replicas, 1);
@@ -359,6 +387,8 @@ fn errors_name_the_field() {
         ),
         ("env = { \"A=B\" = \"x\" }", &["env.\"A=B\""]),
         ("env = { \"\" = \"x\" }", &["env.\"\""]),
+        ("config = { \"\" = \"x\" }", &["config.\"\"", "non-empty"]),
+        ("config = { greeting = 3 }", &["config", "string"]),
         (
             "network = [\"example.com:443\"]",
             &["network[0]", "not IP:PORT"],
