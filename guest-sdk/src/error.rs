@@ -6,7 +6,10 @@ use crate::exit_code;
 
 /// A job failure: the process exit code the host will see and a human-readable message.
 ///
-/// [`run`](crate::run) logs the message at level `error` and exits with the code.
+/// A job ends with it by returning it from the function given to [`job!`](crate::job) (or to
+/// [`run`](crate::run) / [`run_json`](crate::run_json)): as a command, the job logs the message
+/// at level `error` and exits with the code; as a component of the `vauban:job` world, `run`
+/// returns it and the host writes that same line and exits with that same code.
 ///
 /// ```
 /// use vauban_guest::{Error, exit_code};
@@ -68,6 +71,12 @@ impl Error {
     #[must_use]
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The exit code and the message, for the `vauban:job` world's error record.
+    #[cfg(all(target_os = "wasi", target_env = "p2"))]
+    pub(crate) fn into_parts(self) -> (u8, String) {
+        (self.code, self.message)
     }
 }
 

@@ -4,10 +4,12 @@
 //! output on stdout is the result, `BAD_INPUT` means the job rejected its input (retrying it
 //! is pointless) and `FAILURE` covers every other error.
 //!
-//! On `wasm32-wasip2` the standard library exits through `wasi:cli/exit.exit`, which only
-//! carries success or failure: every non-zero code reaches the host as 1. So that the host
-//! can still tell `BAD_INPUT` from `FAILURE` there, [`run`](crate::run) also records the
-//! code in the `exit_code` field of the `error` line it logs before exiting.
+//! A component built with [`job!`](crate::job) returns its error's code through the
+//! `vauban:job` world's `run`, and Vauban exits with that code, as for a `wasm32-wasip1`
+//! command. A `wasm32-wasip2` program run as a plain command exits through
+//! `wasi:cli/exit.exit`, which only carries success or failure: every non-zero code reaches
+//! the host as 1. So that the code is never lost, [`run`](crate::run) also records it in the
+//! `exit_code` field of the `error` line it logs before exiting.
 
 /// The job succeeded; stdout holds its result.
 pub const SUCCESS: u8 = 0;

@@ -1,4 +1,4 @@
-//! Structured logging: one JSON object per line on stderr, which the host collects.
+//! Structured logging: one JSON object per line in the job's stderr, which the host collects.
 //!
 //! Every line has the same shape, whatever the level:
 //!
@@ -8,13 +8,20 @@
 //!
 //! Field values are rendered with [`Display`] and always written as JSON strings. The JSON
 //! is written by hand (no serde needed), so logging works with the `json` feature off.
+//!
+//! Where a line goes depends on how the job runs, not on what it looks like: a command
+//! (wasm32-wasip1, a component run through `wasi:cli/run`, a native test) writes it to stderr
+//! itself; a component the host called through the `vauban:job` world's `run` hands level,
+//! message and fields to the world's `log` import, and the host writes the very same line.
 
 use std::fmt::{self, Display, Write as _};
 use std::io::Write as _;
 
-/// The severity of a log line.
+/// The severity of a log line: the `level` enum of the `vauban:job/log` interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
+    /// Step-by-step detail, finer than [`Level::Debug`].
+    Trace,
     /// Detail useful while developing a guest.
     Debug,
     /// Normal progress.
@@ -26,10 +33,16 @@ pub enum Level {
 }
 
 impl Level {
-    /// The lowercase name used in the `level` key: `debug`, `info`, `warn` or `error`.
+    /// The lowercase name used in the `level` key: `trace`, `debug`, `info`, `warn` or
+    /// `error`.
+    ///
+    /// ```
+    /// assert_eq!(vauban_guest::Level::Warn.as_str(), "warn");
+    /// ```
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
+            Level::Trace => "trace",
             Level::Debug => "debug",
             Level::Info => "info",
             Level::Warn => "warn",
@@ -44,13 +57,17 @@ impl Display for Level {
     }
 }
 
-/// Writes one structured log line to stderr.
+/// Writes one structured log line into the job's stderr.
 ///
 /// The line is a JSON object `{"level":..,"msg":..,"fields":{..}}` followed by `\n`, written
 /// with a single write so lines from one guest never interleave. Field values are rendered
 /// with [`Display`]. Logging never fails: if stderr cannot be written the line is dropped.
-/// The macros [`info!`](crate::info), [`warn!`](crate::warn), [`error!`](crate::error) and
-/// [`debug!`](crate::debug) are shorthands for this function.
+/// The macros [`trace!`](crate::trace), [`debug!`](crate::debug), [`info!`](crate::info),
+/// [`warn!`](crate::warn) and [`error!`](crate::error) are shorthands for this function.
+///
+/// Inside a component the host called through the `vauban:job` world (see
+/// [`job!`](crate::job)), the line goes through the world's `log` import instead, and the
+/// host writes it: the job's stderr reads the same either way.
 ///
 /// ```
 /// use vauban_guest::{Level, log};
@@ -59,6 +76,11 @@ impl Display for Level {
 /// log(Level::Warn, "slow sensor", &[("sensor", &"radar-1"), ("lag_ms", &250)]);
 /// ```
 pub fn log(level: Level, msg: &str, fields: &[(&str, &dyn Display)]) {
+    #[cfg(all(target_os = "wasi", target_env = "p2"))]
+    if let Some(world) = crate::world::entered() {
+        (world.log)(level, msg, fields);
+        return;
+    }
     let line = format_line(level, msg, fields);
     // Logging must not take a job down: a closed or capped stderr just loses the line.
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
@@ -110,6 +132,16 @@ pub(crate) fn push_json_string(out: &mut String, s: &str) {
         }
     }
     out.push('"');
+}
+
+/// Logs at [`Level::Trace`]: `trace!("msg", key = value, ...)`. See [`info!`](crate::info).
+///
+/// ```
+/// vauban_guest::trace!("cell", row = 3, column = 7);
+/// ```
+#[macro_export]
+macro_rules! trace {
+    ($($args:tt)+) => { $crate::__log!($crate::Level::Trace, $($args)+) };
 }
 
 /// Logs at [`Level::Info`]: `info!("msg", key = value, ...)`.
@@ -242,13 +274,19 @@ mod tests {
 
     #[test]
     fn level_names() {
-        let names: Vec<&str> = [Level::Debug, Level::Info, Level::Warn, Level::Error]
-            .into_iter()
-            .map(Level::as_str)
-            .collect();
-        assert_eq!(names, ["debug", "info", "warn", "error"]);
+        let names: Vec<&str> = [
+            Level::Trace,
+            Level::Debug,
+            Level::Info,
+            Level::Warn,
+            Level::Error,
+        ]
+        .into_iter()
+        .map(Level::as_str)
+        .collect();
+        assert_eq!(names, ["trace", "debug", "info", "warn", "error"]);
         assert_eq!(Level::Warn.to_string(), "warn");
-        assert!(Level::Debug < Level::Error);
+        assert!(Level::Trace < Level::Debug && Level::Debug < Level::Error);
     }
 
     #[cfg(feature = "json")]
@@ -272,5 +310,6 @@ mod tests {
         crate::warn!("with fields", n = n, what = "x",);
         crate::error!(format!("owned {n}"), n = n * 2);
         crate::debug!(String::from("owned"));
+        crate::trace!("fine", step = 1);
     }
 }

@@ -12,7 +12,9 @@ use crate::{Error, Level, exit_code};
 /// output fails, logs the error message at level `error` on stderr and exits with the
 /// error's [`code`](Error::code) ([`exit_code::FAILURE`] for I/O errors). The error line is
 /// `{"level":"error","msg":"<message>","fields":{"exit_code":"<code>"}}`: on `wasm32-wasip2`,
-/// where the host only sees exit status 0 or 1, that field is how it learns the code.
+/// where a command's exit status is only 0 or 1, that field still says the code. (A component
+/// built with [`job!`](crate::job) is called through the `vauban:job` world instead, which
+/// carries the code itself.) [`job!`](crate::job) calls it from the `main` it generates.
 ///
 /// ```no_run
 /// vauban_guest::run(|input| Ok(input.to_ascii_uppercase()))
@@ -27,9 +29,10 @@ pub fn run(f: impl FnOnce(Vec<u8>) -> Result<Vec<u8>, Error>) -> ! {
 
 /// Runs a job over JSON and exits the process.
 ///
-/// Like [`run`], but the input is parsed as JSON into `I` (a parse failure exits with
-/// [`exit_code::BAD_INPUT`]) and the result is written as one compact JSON line (see
-/// [`output_json`](crate::output_json)).
+/// Like [`run`], with the input bytes turned into output bytes by
+/// [`call_json`](crate::call_json): the input is parsed as JSON into `I` (a parse failure
+/// exits with [`exit_code::BAD_INPUT`]) and the result is written as one compact JSON line.
+/// [`job!`](crate::job) calls it from the `main` it generates.
 ///
 /// ```no_run
 /// use vauban_guest::Error;
@@ -52,10 +55,7 @@ where
     I: DeserializeOwned,
     O: Serialize,
 {
-    let result = crate::input_json()
-        .and_then(f)
-        .and_then(|out| crate::output_json(&out));
-    finish(result)
+    run(|input| crate::call_json(f, &input))
 }
 
 /// Exits with [`exit_code::SUCCESS`], or logs the error and exits with its code.

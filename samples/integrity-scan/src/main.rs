@@ -17,17 +17,23 @@
 //! counted; other special files are skipped. `total_files`/`total_bytes` cover the regular
 //! files only. On success stdout is `scanned {N} files, {M} bytes`.
 //!
+//! A job of the `vauban-guest` SDK over bytes (`job!(bytes: ..)`): it ignores its input and
+//! returns the stdout line. On wasm32-wasip1 it is a command; on wasm32-wasip2 a component of the
+//! `vauban:job` world whose `run` export Vauban calls (the arguments and directories are the same
+//! WASI grants either way), and the same command as `wasi:cli/run`.
+//!
 //! What a host test expects: exit 0, that stdout line and a `report.json` in the output
 //! directory whose hashes match the files; an unreadable `DIR` or an unwritable `--out`
-//! exits 1 with `error: ...` on stderr; a malformed command line exits 2.
+//! exits 1, a malformed command line exits 2, each with the SDK's `error` line on stderr
+//! (`{"level":"error","msg":"usage: ...","fields":{"exit_code":"2"}}`).
 
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use vauban_guest::Error;
 
 /// Read buffer size when hashing.
 const CHUNK: usize = 64 * 1024;
@@ -63,27 +69,18 @@ impl Entry {
     }
 }
 
-fn main() -> ExitCode {
-    let (data, out) = match parse(std::env::args().skip(1)) {
-        Ok(dirs) => dirs,
-        Err(msg) => {
-            eprintln!("error: usage: {msg}");
-            return ExitCode::from(2);
-        }
-    };
-    match scan(&data, &out) {
-        Ok(report) => {
-            println!(
-                "scanned {} files, {} bytes",
-                report.total_files, report.total_bytes
-            );
-            ExitCode::SUCCESS
-        }
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            ExitCode::FAILURE
-        }
-    }
+vauban_guest::job!(bytes: integrity_scan);
+
+/// The job: its input is unused, its arguments name the directories, its output is one line.
+fn integrity_scan(_input: Vec<u8>) -> Result<Vec<u8>, Error> {
+    let (data, out) =
+        parse(std::env::args().skip(1)).map_err(|msg| Error::bad_input(format!("usage: {msg}")))?;
+    let report = scan(&data, &out).map_err(Error::failed)?;
+    Ok(format!(
+        "scanned {} files, {} bytes\n",
+        report.total_files, report.total_bytes
+    )
+    .into_bytes())
 }
 
 /// Parses `[--data DIR] [--out DIR]`; the error is a usage message.

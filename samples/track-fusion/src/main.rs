@@ -1,4 +1,5 @@
-//! `track-fusion`: a realistic JSON job built on the `vauban-guest` SDK (`run_json`).
+//! `track-fusion`: a realistic JSON job built on the `vauban-guest` SDK (`job!`): a
+//! preview-1 command, and a component of the `vauban:job` world on wasm32-wasip2.
 //!
 //! Input (stdin), one JSON document:
 //! `{"readings":[{"sensor":"radar-1","track":"T1","t":0.0,"x":1.0,"y":2.0,"sigma":0.5}, ...]}`
@@ -14,7 +15,9 @@
 //! What a host test expects: for `input.json` the output is exactly `expected.json` and the
 //! exit code is 0; `{"readings":[]}` gives `{"tracks":[]}`; a reading with `sigma <= 0` or a
 //! non-finite value, or input that is not this JSON shape, exits 2 (bad input) with an
-//! `error` log line on stderr naming the offending reading's index.
+//! `error` log line on stderr naming the offending reading's index. Both builds give the same
+//! stdout, stderr and exit code through Vauban (which calls the component's `run`); run as a
+//! plain `wasi:cli/run` command, the component can only exit with 1.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -67,13 +70,16 @@ struct Accumulator {
     t_last: Option<f64>,
 }
 
-fn main() {
-    vauban_guest::run_json(|input: Input| {
-        let count = input.readings.len();
-        let output = fuse(input.readings)?;
-        vauban_guest::info!("fused", readings = count, tracks = output.tracks.len());
-        Ok(output)
-    })
+// wasm32-wasip1: a command (stdin to stdout). wasm32-wasip2: a component of the vauban:job world
+// whose `run` export Vauban calls, and the same command as `wasi:cli/run`.
+vauban_guest::job!(track_fusion);
+
+/// The job: fuses the readings and logs how many went into how many tracks.
+fn track_fusion(input: Input) -> Result<Output, Error> {
+    let count = input.readings.len();
+    let output = fuse(input.readings)?;
+    vauban_guest::info!("fused", readings = count, tracks = output.tracks.len());
+    Ok(output)
 }
 
 /// Fuses readings into tracks, sorted by track id.
