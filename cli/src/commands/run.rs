@@ -101,18 +101,23 @@ pub(crate) async fn watch(
         .await
         .map_err(status)?
         .into_inner();
+    // Output is live only: what the guest printed before the watch began is not sent again.
+    // So output is printed as it comes only if the watch began before the job ran; otherwise
+    // (and for whatever live chunks a slow client missed at the end) it comes from the final
+    // result, which carries the bounded stdout and stderr.
+    let mut live = None;
+    let mut printed = [0usize; 2];
     let mut last = None;
     while let Some(event) = events.message().await.map_err(status)? {
         match event.event {
-            Some(v1::job_event::Event::Output(chunk)) => {
-                if chunk.stream == v1::output_chunk::Stream::Stderr as i32 {
-                    std::io::stderr().write_all(&chunk.data)?;
-                } else {
-                    std::io::stdout().write_all(&chunk.data)?;
-                    std::io::stdout().flush()?;
-                }
+            Some(v1::job_event::Event::Output(chunk)) if live == Some(true) => {
+                let stderr = chunk.stream == v1::output_chunk::Stream::Stderr as i32;
+                write_stream(stderr, &chunk.data)?;
+                printed[usize::from(stderr)] += chunk.data.len();
             }
+            Some(v1::job_event::Event::Output(_)) => {}
             Some(v1::job_event::Event::Job(job)) => {
+                live.get_or_insert(job.state == v1::JobState::Pending as i32);
                 let done = is_terminal(job.state);
                 last = Some(job);
                 if done {
@@ -122,7 +127,27 @@ pub(crate) async fn watch(
             None => {}
         }
     }
-    last.ok_or_else(|| anyhow::anyhow!("the scheduler ended the watch of job {id} without a state"))
+    let job = last.ok_or_else(|| {
+        anyhow::anyhow!("the scheduler ended the watch of job {id} without a state")
+    })?;
+    if let Some(result) = &job.result {
+        for (stderr, bytes) in [(false, &result.stdout), (true, &result.stderr)] {
+            if let Some(rest) = bytes.get(printed[usize::from(stderr)]..) {
+                write_stream(stderr, rest)?;
+            }
+        }
+    }
+    Ok(job)
+}
+
+fn write_stream(stderr: bool, data: &[u8]) -> std::io::Result<()> {
+    if stderr {
+        std::io::stderr().write_all(data)
+    } else {
+        let mut out = std::io::stdout();
+        out.write_all(data)?;
+        out.flush()
+    }
 }
 
 /// Reports how a watched batch job ended (one line on stderr, and the job in JSON on stdout
