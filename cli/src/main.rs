@@ -28,6 +28,10 @@ enum Command {
     Sign(commands::sign::SignArgs),
     /// Verify a module's signature against trusted keys.
     Verify(commands::verify::VerifyArgs),
+    /// Create a guest project: a Rust job for wasm32 using the Vauban guest SDK.
+    New(commands::new::NewArgs),
+    /// Build the guest project here (or at PATH) for its target, sign it and print its digest.
+    Build(commands::build::BuildArgs),
     /// Run a signed module locally in the sandbox, with exactly the capabilities given.
     Exec(Box<commands::exec::ExecArgs>),
     /// Run a scheduler and hosts in one process, with a generated development key.
@@ -68,6 +72,8 @@ fn main() -> ExitCode {
         Command::Key(cmd) => commands::key::run(cmd),
         Command::Sign(args) => commands::sign::run(args),
         Command::Verify(args) => commands::verify::run(args),
+        Command::New(args) => commands::new::run(args),
+        Command::Build(args) => commands::build::run(args),
         Command::Exec(args) => commands::exec::run(*args),
         Command::Dev(args) => block_on(commands::dev::run(args)),
         Command::Run(args) => block_on(commands::run::run(*args)),

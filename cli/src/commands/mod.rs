@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod build;
 pub(crate) mod caps;
 pub(crate) mod client;
 pub(crate) mod dev;
@@ -9,6 +10,7 @@ pub(crate) mod job;
 pub(crate) mod key;
 pub(crate) mod module;
 pub(crate) mod namespace;
+pub(crate) mod new;
 pub(crate) mod node;
 pub(crate) mod report;
 pub(crate) mod run;
