@@ -64,6 +64,25 @@ pub fn sample_path(name: &str, target: Target) -> PathBuf {
     path
 }
 
+/// Path of a third-party program built from its published crates.io source (`bin` of the crate
+/// `krate`; third-party/README.md lists them).
+///
+/// # Panics
+/// When it was not built: run `cargo xtask build-third-party`.
+pub fn third_party_path(krate: &str, bin: &str) -> PathBuf {
+    let path = workspace_root()
+        .join("target/third-party")
+        .join(krate)
+        .join("bin")
+        .join(format!("{bin}.wasm"));
+    assert!(
+        path.is_file(),
+        "third-party program {bin} of crate {krate} is not built ({}): run `cargo xtask build-third-party`",
+        path.display()
+    );
+    path
+}
+
 /// The bytes of an unsigned sample.
 pub fn sample_bytes(name: &str, target: Target) -> Vec<u8> {
     std::fs::read(sample_path(name, target)).expect("read sample")
@@ -103,6 +122,14 @@ impl Publisher {
         self.key
             .sign_module(&sample_bytes(name, target))
             .expect("sign sample")
+    }
+
+    /// A third-party program (see [`third_party_path`]), signed by this publisher.
+    pub fn signed_third_party(&self, krate: &str, bin: &str) -> Vec<u8> {
+        let bytes = std::fs::read(third_party_path(krate, bin)).expect("read third-party program");
+        self.key
+            .sign_module(&bytes)
+            .expect("sign third-party program")
     }
 }
 

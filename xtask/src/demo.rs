@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, bail};
 
 pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
-    crate::build_samples(root)?;
+    crate::build_rust_samples(root)?;
     crate::run(
         crate::cargo()
             .args(["build", "--locked", "-p", "vauban-cli"])

@@ -2,12 +2,16 @@
 //!
 //! - `demo`: the README's main command: keys, signing, and sandboxed runs of the samples.
 //! - `test`: the README's test command and what CI runs: set-up, samples, fmt, clippy, tests.
-//! - `build-samples`: build every guest in `samples/` for wasm32-wasip1 and wasm32-wasip2, once.
+//! - `build-samples`: build every guest in `samples/`: the Rust ones for wasm32-wasip1 and
+//!   wasm32-wasip2, the C ones (`samples/c/`) for wasm32-wasip1.
+//! - `build-third-party`: build the published programs of `third-party/README.md` for
+//!   wasm32-wasip1 into `target/third-party/`, once per pinned version.
 //! - `bench`: benchmarks: the runtime (instantiate+run+teardown, compile against cache load)
 //!   and the control plane (end-to-end job latency and throughput against the raw runtime).
 //!
-//! Each command installs what it needs (the wasm targets through rustup; for the tests, Python's
-//! grpcio-tools through pip) so that a fresh machine needs nothing else.
+//! Each command installs what it needs (the wasm targets through rustup; for the C samples,
+//! clang and wasi-libc through apt-get; for the tests, Python's grpcio-tools through pip) so that
+//! a fresh machine needs nothing else.
 
 #![forbid(unsafe_code)]
 
@@ -16,7 +20,9 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
+mod c_samples;
 mod demo;
+mod third_party;
 
 const WASM_TARGETS: [&str; 2] = ["wasm32-wasip1", "wasm32-wasip2"];
 
@@ -25,11 +31,12 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     match task.as_str() {
         "build-samples" => build_samples(&root),
+        "build-third-party" => third_party::build(&root),
         "test" => test(&root),
         "demo" => demo::run(&root),
         "bench" => bench(&root),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|build-samples|bench>");
+            eprintln!("usage: cargo xtask <demo|test|build-samples|build-third-party|bench>");
             bail!("unknown task {task:?}")
         }
     }
@@ -86,8 +93,16 @@ fn ensure_wasm_targets() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds every sample guest for both wasm targets into `target/samples/`.
+/// Builds every sample guest into `target/samples/`: the Rust ones for both wasm targets, the C
+/// ones for wasm32-wasip1.
 fn build_samples(root: &Path) -> anyhow::Result<()> {
+    build_rust_samples(root)?;
+    c_samples::build(root)
+}
+
+/// Builds the Rust sample guests for both wasm targets (all that the demo and the benchmarks
+/// run, so they need no C toolchain).
+fn build_rust_samples(root: &Path) -> anyhow::Result<()> {
     ensure_wasm_targets()?;
     run(cargo()
         .args(["build", "--release", "--locked"])
@@ -116,6 +131,7 @@ fn ensure_python_grpc() -> anyhow::Result<()> {
 
 fn test(root: &Path) -> anyhow::Result<()> {
     build_samples(root)?;
+    third_party::build(root)?;
     ensure_python_grpc()?;
     run(cargo().args(["fmt", "--all", "--check"]).current_dir(root))?;
     run(cargo()
@@ -138,7 +154,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
 }
 
 fn bench(root: &Path) -> anyhow::Result<()> {
-    build_samples(root)?;
+    build_rust_samples(root)?;
     run(cargo()
         .args(["bench", "--locked", "-p", "vauban-tests", "--benches"])
         .current_dir(root))

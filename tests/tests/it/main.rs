@@ -2,8 +2,12 @@
 //!
 //! One test binary for the crate (link time); one module per area.
 
+mod c_sample;
 mod capabilities;
 mod hostile;
+mod job_world;
 mod loading;
+mod sdk;
+mod third_party;
 mod tidy;
 mod workloads;
