@@ -79,6 +79,32 @@ async fn until(
     }
 }
 
+/// Waits until `n` nodes have registered: placement decides among the nodes it knows, and a
+/// test that expects instances spread over several hosts must not submit before they join.
+async fn wait_for_nodes(channel: &Channel, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let nodes = NodesClient::new(channel.clone())
+            .list_nodes(v1::ListNodesRequest {})
+            .await
+            .expect("list nodes")
+            .into_inner()
+            .nodes;
+        let ready = nodes
+            .iter()
+            .filter(|n| n.state == v1::NodeState::Ready as i32)
+            .count();
+        if ready >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hosts did not register: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The nodes of the running allocations of a job.
 fn running_on(job: &v1::Job) -> Vec<String> {
     let mut nodes: Vec<String> = job
@@ -119,25 +145,8 @@ async fn a_job_constrained_to_fr_only_ever_runs_on_fr_nodes_and_plan_explains_it
     let module = upload(&channel, &sample(&ws, "hello", Target::P1))
         .await
         .expect("upload");
-    // Wait for the three hosts, so that the German one could be chosen if the constraint
-    // were ignored.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let nodes = NodesClient::new(channel.clone())
-            .list_nodes(v1::ListNodesRequest {})
-            .await
-            .expect("list nodes")
-            .into_inner()
-            .nodes;
-        if nodes.len() == 3 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "hosts did not register: {nodes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // All three hosts, so that the German one could be chosen if the constraint were ignored.
+    wait_for_nodes(&channel, 3).await;
 
     let fr = || {
         let mut s = spec(&module.digest, &[], &[]);
@@ -234,6 +243,7 @@ async fn a_system_job_lands_on_each_eligible_node_and_on_a_node_that_joins_later
     let module = upload(&channel, &sample(&ws, "hello", Target::P1))
         .await
         .expect("upload");
+    wait_for_nodes(&channel, 3).await;
     let mut system = sleeper(&module.digest, 600_000);
     system.r#type = v1::JobType::System.into();
     system.constraints = vec![constraint("tier", v1::ConstraintOperator::Eq, &["edge"])];
@@ -289,6 +299,7 @@ async fn a_service_keeps_three_replicas_running_when_a_host_is_killed() {
     let module = upload(&channel, &sample(&ws, "hello", Target::P2))
         .await
         .expect("upload");
+    wait_for_nodes(&channel, 3).await;
     let mut service = sleeper(&module.digest, 600_000);
     service.r#type = v1::JobType::Service.into();
     service.replicas = 3;
@@ -344,6 +355,7 @@ async fn a_drain_empties_a_node() {
     let module = upload(&channel, &sample(&ws, "hello", Target::P1))
         .await
         .expect("upload");
+    wait_for_nodes(&channel, 2).await;
     // Two replicas land apart: one on each node.
     let mut service = sleeper(&module.digest, 600_000);
     service.r#type = v1::JobType::Service.into();
@@ -427,6 +439,7 @@ async fn a_returning_fenced_hosts_stale_result_is_not_the_jobs_result() {
     let module = upload(&channel, &sample(&ws, "hello", Target::P1))
         .await
         .expect("upload");
+    wait_for_nodes(&channel, 2).await;
     let mut job = sleeper(&module.digest, 4_000);
     job.affinities = vec![v1::Affinity {
         constraint: Some(constraint("site", v1::ConstraintOperator::Eq, &["paris"])),
