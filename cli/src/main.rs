@@ -24,6 +24,12 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Key(commands::key::KeyCommand),
+    /// Capability grants: what a module may do and where, signed by authorizers.
+    #[command(subcommand)]
+    Grant(commands::grant::GrantCommand),
+    /// The trust policy: keys and roles, thresholds, node classes, revocations.
+    #[command(subcommand)]
+    Policy(commands::policy::PolicyCommand),
     /// Sign a module or component with a publisher key.
     Sign(commands::sign::SignArgs),
     /// Verify a module's signature against trusted keys.
@@ -54,6 +60,9 @@ enum Command {
     Scheduler(commands::scheduler::SchedulerArgs),
     /// Run a host agent that connects to a scheduler.
     Host(Box<commands::host::HostArgs>),
+    /// The tamper-evident audit log: sign checkpoints, verify offline, prove entries, tail.
+    #[command(subcommand)]
+    Audit(commands::audit::AuditCommand),
 }
 
 /// Exit code when vauban itself fails (bad input, refused module), as opposed to the guest.
@@ -70,6 +79,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Key(cmd) => commands::key::run(cmd),
+        Command::Grant(cmd) => commands::grant::run(cmd),
+        Command::Policy(cmd) => commands::policy::run(cmd),
         Command::Sign(args) => commands::sign::run(args),
         Command::Verify(args) => commands::verify::run(args),
         Command::New(args) => commands::new::run(args),
@@ -83,6 +94,7 @@ fn main() -> ExitCode {
         Command::Namespace(cmd) => block_on(commands::namespace::run(cmd)),
         Command::Scheduler(args) => block_on(commands::scheduler::run(args)),
         Command::Host(args) => block_on(commands::host::run(*args)),
+        Command::Audit(cmd) => commands::audit::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -9,11 +9,18 @@
 #![forbid(unsafe_code)]
 
 pub mod capability;
+pub mod envelope;
+pub mod grant;
 pub mod module;
 pub mod outcome;
+pub mod policy;
+pub mod role;
 pub mod signature;
 
 pub use capability::{Access, Capabilities, DirGrant, Limits};
+pub use grant::{Beyond, Grant, GrantError, SignedGrant, VerifiedGrant};
 pub use module::{ModuleDigest, ModuleKind};
 pub use outcome::{CapturedOutput, CodeSource, Outcome, RunReport};
-pub use signature::{KeyId, PublicKey, SecretKey, SignatureError, TrustStore, Verified};
+pub use policy::{PolicyError, TrustPolicy};
+pub use role::Role;
+pub use signature::{Algorithm, KeyId, PublicKey, SecretKey, SignatureError, TrustStore, Verified};

@@ -208,6 +208,116 @@ impl SecretKey {
     }
 }
 
+/// A signature algorithm named in Vauban's signed objects (grants, policies). Only Ed25519 today;
+/// the field exists so that a post-quantum algorithm can be added without a format change, and a
+/// verifier refuses any name it does not know rather than skipping it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Algorithm {
+    /// Ed25519 (RFC 8032), 64-byte signatures over the message itself.
+    Ed25519,
+}
+
+impl Algorithm {
+    /// The name written in files: `ed25519`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ed25519 => "ed25519",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A signature algorithm this version of Vauban does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported signature algorithm {0:?}: this version of vauban knows only \"ed25519\"")]
+pub struct UnknownAlgorithm(pub String);
+
+impl std::str::FromStr for Algorithm {
+    type Err = UnknownAlgorithm;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ed25519" => Ok(Self::Ed25519),
+            other => Err(UnknownAlgorithm(other.to_owned())),
+        }
+    }
+}
+
+impl From<Algorithm> for String {
+    fn from(a: Algorithm) -> Self {
+        a.name().to_owned()
+    }
+}
+
+impl TryFrom<String> for Algorithm {
+    type Error = UnknownAlgorithm;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// A signature over raw bytes did not verify with the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("signature does not verify with key {0}")]
+pub struct BadSignature(pub KeyId);
+
+impl SecretKey {
+    /// The algorithm of this key.
+    pub fn algorithm(&self) -> Algorithm {
+        Algorithm::Ed25519
+    }
+
+    /// Signs arbitrary bytes (deterministic Ed25519, RFC 8032): the 64-byte signature.
+    ///
+    /// Used for grants and policies, whose envelopes say what the bytes are (DSSE PAE), never
+    /// for modules, which carry their signatures inside ([`SecretKey::sign_module`]).
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.inner.sk.sign(message, None).to_vec()
+    }
+}
+
+impl PublicKey {
+    /// The algorithm of this key.
+    pub fn algorithm(&self) -> Algorithm {
+        Algorithm::Ed25519
+    }
+
+    /// Decodes a raw 32-byte Ed25519 public key.
+    ///
+    /// # Errors
+    /// [`KeyError::Decode`] when the bytes are not a 32-byte Ed25519 public key.
+    pub fn from_raw_bytes(raw: &[u8]) -> Result<Self, KeyError> {
+        ed25519_compact::PublicKey::from_slice(raw)
+            .map(|pk| Self::from_inner(wasmsign2::PublicKey { pk, key_id: None }))
+            .map_err(|_| KeyError::Decode {
+                what: "input".into(),
+                expected: "public key (raw 32 bytes)",
+            })
+    }
+
+    /// The raw 32-byte public key.
+    pub fn raw_bytes(&self) -> Vec<u8> {
+        self.inner.pk.to_vec()
+    }
+
+    /// Verifies a signature made by [`SecretKey::sign_bytes`] over `message`.
+    ///
+    /// # Errors
+    /// [`BadSignature`] when the signature is malformed or does not verify.
+    pub fn verify_bytes(&self, message: &[u8], signature: &[u8]) -> Result<(), BadSignature> {
+        let bad = || BadSignature(self.id.clone());
+        let signature = ed25519_compact::Signature::from_slice(signature).map_err(|_| bad())?;
+        self.inner.pk.verify(message, &signature).map_err(|_| bad())
+    }
+}
+
 fn read_key_file(path: &Path) -> Result<String, KeyError> {
     std::fs::read_to_string(path).map_err(|source| KeyError::Read {
         path: path.display().to_string(),
@@ -457,5 +567,27 @@ mod tests {
         assert_eq!(public.id(), key.public_key().id());
         assert!(key.to_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
         assert!(PublicKey::from_pem(&key.to_pem()).is_err());
+    }
+
+    #[test]
+    fn raw_signatures_verify_only_unchanged_and_with_the_signing_key() {
+        let key = SecretKey::generate();
+        let other = SecretKey::generate();
+        let sig = key.sign_bytes(b"message");
+        assert_eq!(sig.len(), 64);
+        let public = key.public_key();
+        assert!(public.verify_bytes(b"message", &sig).is_ok());
+        assert!(public.verify_bytes(b"messagE", &sig).is_err());
+        assert!(public.verify_bytes(b"message", &sig[..63]).is_err());
+        assert!(other.public_key().verify_bytes(b"message", &sig).is_err());
+        let raw = PublicKey::from_raw_bytes(&public.raw_bytes()).expect("raw");
+        assert_eq!(raw.id(), public.id());
+        assert_eq!("ed25519".parse::<Algorithm>(), Ok(Algorithm::Ed25519));
+        let unknown = "ml-dsa-65".parse::<Algorithm>().expect_err("unknown");
+        assert!(
+            unknown
+                .to_string()
+                .contains("unsupported signature algorithm \"ml-dsa-65\"")
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! `vauban key`: create publisher keys.
+//! `vauban key`: create signing keys for each role (root, publisher, authorizer, audit).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use vauban_core::SecretKey;
+use vauban_core::{Role, SecretKey};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeyCommand {
@@ -19,6 +19,10 @@ pub(crate) struct GenerateArgs {
     /// Path prefix of the key files to write: PREFIX.key and PREFIX.pub.
     #[arg(long, short = 'o', value_name = "PREFIX")]
     out: PathBuf,
+    /// The role the key is for (root, publisher, authorizer, audit). Roles are granted by the
+    /// trust policy; this prints the policy entry to paste.
+    #[arg(long, default_value = "publisher")]
+    role: Role,
     /// Overwrite existing key files.
     #[arg(long)]
     force: bool,
@@ -41,9 +45,18 @@ fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         0o644,
         args.force,
     )?;
-    println!("key id:      {}", key.public_key().id());
+    let id = key.public_key().id();
+    println!("key id:      {id}");
+    println!("role:        {}", args.role);
     println!("private key: {}", private.display());
     println!("public key:  {}", public.display());
+    println!();
+    println!("# trust policy entry:");
+    println!("[[keys]]");
+    println!("id = \"{id}\"");
+    println!("alg = \"{}\"", key.algorithm());
+    println!("public_key = \"\"\"\n{}\"\"\"", key.public_key().to_pem());
+    println!("roles = [\"{}\"]", args.role);
     Ok(ExitCode::SUCCESS)
 }
 

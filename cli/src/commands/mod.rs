@@ -1,10 +1,12 @@
 //! One module per subcommand.
 
+pub(crate) mod audit;
 pub(crate) mod build;
 pub(crate) mod caps;
 pub(crate) mod client;
 pub(crate) mod dev;
 pub(crate) mod exec;
+pub(crate) mod grant;
 pub(crate) mod host;
 pub(crate) mod job;
 pub(crate) mod key;
@@ -12,6 +14,7 @@ pub(crate) mod module;
 pub(crate) mod namespace;
 pub(crate) mod new;
 pub(crate) mod node;
+pub(crate) mod policy;
 pub(crate) mod report;
 pub(crate) mod run;
 pub(crate) mod scheduler;

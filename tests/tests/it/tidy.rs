@@ -23,6 +23,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn all_rust_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     for dir in [
+        "audit",
         "core",
         "host",
         "cli",
@@ -53,7 +54,7 @@ fn every_rust_file_says_what_it_is_for() {
 
 #[test]
 fn libraries_read_no_environment_variables() {
-    for krate in ["core", "host", "proto", "scheduler", "guest-sdk"] {
+    for krate in ["audit", "core", "host", "proto", "scheduler", "guest-sdk"] {
         let mut files = Vec::new();
         rust_files(&workspace_root().join(krate).join("src"), &mut files);
         for file in files {
@@ -82,7 +83,7 @@ fn libraries_read_no_environment_variables() {
 
 #[test]
 fn only_the_host_links_wasmtime() {
-    for krate in ["core", "scheduler", "proto"] {
+    for krate in ["audit", "core", "scheduler", "proto"] {
         let manifest = std::fs::read_to_string(workspace_root().join(krate).join("Cargo.toml"))
             .expect("read manifest");
         assert!(
@@ -95,6 +96,7 @@ fn only_the_host_links_wasmtime() {
 #[test]
 fn every_crate_forbids_unsafe_code_unless_it_says_why() {
     let roots = [
+        "audit/src/lib.rs",
         "core/src/lib.rs",
         "cli/src/main.rs",
         "proto/src/lib.rs",
