@@ -177,9 +177,34 @@ fn scenario(vauban: &Path, work: &Path, addr: &str) -> anyhow::Result<()> {
         &["module", "upload", "tampered.wasm"],
         125,
     )?;
+    std::fs::write(
+        work.join("service.toml"),
+        "name = \"hello-service\"\n\
+         type = \"service\"\n\
+         module = \"hello.wasm\"\n\
+         replicas = 2\n\
+         args = [\"--name\", \"service\", \"--sleep\", \"600000\"]\n\n\
+         [limits]\nmemory = \"32MiB\"\ntimeout = \"15m\"\n\n\
+         [[spread]]\nlabel = \"zone\"\nweight = 100\n",
+    )?;
+    step(
+        "Where a service's two replicas would go, and why (nothing runs yet)",
+        &["job", "plan", "service.toml"],
+        0,
+    )?;
+    step(
+        "Run it: the replicas are kept running, one per zone",
+        &["job", "run", "service.toml"],
+        0,
+    )?;
     step(
         "Every job, where it ran and how it ended",
         &["job", "list"],
+        0,
+    )?;
+    step(
+        "The hosts, with the replicas' slots taken",
+        &["node", "list"],
         0,
     )?;
     step("The modules the scheduler stores", &["module", "list"], 0)?;
