@@ -23,6 +23,9 @@ pub struct SchedulerConfig {
     pub default_limits: Limits,
     /// Largest module accepted by `UploadModule`, in bytes.
     pub max_module_bytes: u64,
+    /// The audit log to keep, if any: admission decisions, placements, results and
+    /// cancellations, with signed checkpoints.
+    pub audit: Option<crate::AuditConfig>,
 }
 
 impl SchedulerConfig {
@@ -36,6 +39,7 @@ impl SchedulerConfig {
             down_after: Duration::from_secs(3),
             default_limits: Limits::DEFAULT,
             max_module_bytes: 64 << 20,
+            audit: None,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod config;
 mod job;
 mod module;
@@ -20,6 +21,7 @@ mod service;
 mod state;
 mod store;
 
+pub use audit::AuditConfig;
 pub use config::SchedulerConfig;
 pub use job::JobId;
 pub use node::NodeId;

@@ -48,6 +48,7 @@ pub async fn serve(
         down_after,
         default_limits,
         max_module_bytes,
+        audit,
     } = config;
     let path = data_dir.join("state.redb");
     let store = {
@@ -67,9 +68,20 @@ pub async fn serve(
     // watches must close.
     let closing = shutdown.child_token();
     let stop = CancellationToken::new();
+    let audit = match audit {
+        Some(config) => {
+            let dir = config.dir.clone();
+            let (sink, writer) = crate::audit::start(config)
+                .with_context(|| format!("cannot open the audit log {}", dir.display()))?;
+            Some((sink, writer))
+        }
+        None => None,
+    };
+    let (audit_sink, audit_writer) = audit.unzip();
     let (scheduler, state_task) = state::start(
         store.clone(),
         StateConfig { down_after },
+        audit_sink,
         closing.clone(),
         stop.clone(),
     )
@@ -139,6 +151,10 @@ pub async fn serve(
     stop.cancel();
     let _ = ticker.await;
     state_task.await.context("the state task panicked")?;
+    // The state task held the only sink: the writer appends what is left, checkpoints, ends.
+    if let Some(writer) = audit_writer {
+        writer.await.context("the audit writer panicked")?;
+    }
     served?;
     info!("scheduler stopped");
     Ok(())

@@ -52,8 +52,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
+use vauban_audit::entry as audit;
 use vauban_core::ModuleDigest;
 
+use crate::audit::AuditSink;
 use crate::job::{
     AllocState, DEFAULT_NAMESPACE, JobId, JobKind, JobRecord, JobSpec, JobState, OutputChunk,
     Restart, RunEnd,
@@ -454,6 +456,7 @@ impl SchedulerHandle {
 pub(crate) async fn start(
     store: Store,
     config: StateConfig,
+    audit: Option<AuditSink>,
     closing: CancellationToken,
     stop: CancellationToken,
 ) -> Result<(SchedulerHandle, JoinHandle<()>), StoreError> {
@@ -511,6 +514,7 @@ pub(crate) async fn start(
     let state = State {
         config,
         clock: Clock::new(),
+        audit,
         store,
         jobs: jobs.into_iter().map(|j| (j.id.clone(), j)).collect(),
         active,
@@ -603,6 +607,8 @@ impl Clock {
 struct State {
     config: StateConfig,
     clock: Clock,
+    /// Where committed decisions are recorded for the audit log, when one is kept.
+    audit: Option<AuditSink>,
     store: Store,
     /// Every job, by id: ids sort in submission order.
     jobs: BTreeMap<JobId, JobRecord>,
@@ -677,10 +683,11 @@ enum Effect {
         reply: Reply<JobRecord>,
     },
     /// A job changed without an assignment (a result, a stale result, a preemption, a
-    /// failure): watchers are told.
+    /// failure): watchers are told. `ended` is the attempt whose result this records.
     Changed {
         job: Box<JobRecord>,
         why: &'static str,
+        ended: Option<u32>,
     },
     /// An assignment made: the host is sent it and watchers are told.
     Assigned {
@@ -872,6 +879,16 @@ impl State {
     /// Accepts a job into the batch; it is acknowledged once the batch is committed.
     async fn submit(&mut self, spec: JobSpec, reply: Reply<JobRecord>) {
         if let Err(refused) = self.check_module(&spec).await {
+            self.audit(|at_ms| {
+                audit::Entry::Admission(audit::Admission {
+                    at_ms,
+                    decision: audit::Decision::Refused,
+                    job: String::new(),
+                    module: spec.module.to_string(),
+                    namespace: spec.namespace.clone(),
+                    reason: refused.to_string(),
+                })
+            });
             self.answer(move || {
                 let _ = reply.send(Err(refused));
             });
@@ -929,6 +946,14 @@ impl State {
             job.running().map(|a| (a.node.clone(), a.attempt)).collect();
         let cancelled = self.persist_one(job.cancelled(self.clock.now_ms())).await?;
         info!(job = %id, "job cancelled");
+        self.audit(|at_ms| {
+            audit::Entry::Cancellation(audit::Cancellation {
+                at_ms,
+                job: id.to_string(),
+                by: "client".to_owned(),
+                reason: cancelled.message.clone(),
+            })
+        });
         for (node, attempt) in running {
             self.stop_now(&node, &id, attempt);
         }
@@ -1178,6 +1203,7 @@ impl State {
                 self.batch.effects.push(Effect::Changed {
                     job: Box::new(noted),
                     why: "stale result noted",
+                    ended: None,
                 });
             } else {
                 info!(node = %node_id, job = %job_id, attempt, "ignoring a result of an attempt that is not current");
@@ -1192,6 +1218,7 @@ impl State {
         self.batch.effects.push(Effect::Changed {
             job: Box::new(done),
             why: "attempt finished",
+            ended: Some(attempt),
         });
     }
 
@@ -1444,6 +1471,7 @@ impl State {
             self.batch.effects.push(Effect::Changed {
                 job: Box::new(record),
                 why: "preempted",
+                ended: None,
             });
         }
         let Some(job) = self.jobs.get(id) else {
@@ -1494,6 +1522,7 @@ impl State {
         self.batch.effects.push(Effect::Changed {
             job: Box::new(failed),
             why: "failed",
+            ended: None,
         });
     }
 
@@ -1826,19 +1855,54 @@ impl State {
             (Effect::Answer(send), _) => send(),
             (Effect::Accepted { job, reply }, None) => {
                 info!(job = %job.id, module = %job.spec.module, kind = job.spec.kind.name(), "job accepted");
+                self.audit(|at_ms| {
+                    audit::Entry::Admission(audit::Admission {
+                        at_ms,
+                        decision: audit::Decision::Accepted,
+                        job: job.id.to_string(),
+                        module: job.spec.module.to_string(),
+                        namespace: job.spec.namespace.clone(),
+                        reason: format!(
+                            "{} job, priority {}",
+                            job.spec.kind.name(),
+                            job.spec.priority
+                        ),
+                    })
+                });
                 let _ = reply.send(Ok(*job));
             }
             (Effect::Accepted { reply, .. }, Some(e)) => {
                 let _ = reply.send(Err(SchedulerError::Store(Arc::clone(e))));
             }
-            (Effect::Changed { job, why }, None) => {
+            (
+                Effect::Changed {
+                    job,
+                    why,
+                    ended: attempt_ended,
+                },
+                None,
+            ) => {
                 info!(job = %job.id, state = ?job.state, message = %job.message, "{why}");
+                if let Some(attempt) = attempt_ended {
+                    self.audit_finish(&job, attempt);
+                }
                 self.notify(&job);
             }
-            (Effect::Changed { job, why }, Some(_)) => {
+            (Effect::Changed { job, why, .. }, Some(_)) => {
                 error!(job = %job.id, "cannot commit a change ({why}); not applied");
             }
             (Effect::Assigned { job, assignment }, None) => {
+                if let Some(alloc) = job.allocations.last() {
+                    self.audit(|at_ms| {
+                        audit::Entry::Placement(audit::Placement {
+                            at_ms,
+                            job: job.id.to_string(),
+                            attempt: alloc.attempt,
+                            node: alloc.node.to_string(),
+                            explanation: alloc.placement.clone(),
+                        })
+                    });
+                }
                 if let Some(node) = job.last_node().and_then(|n| self.nodes.get_mut(n)) {
                     info!(job = %job.id, node = %node.id(), attempt = assignment.attempt, "job assigned");
                     node.assign(assignment);
@@ -1894,6 +1958,29 @@ impl State {
         }
         self.notify(&job);
         self.jobs.insert(job.id.clone(), job);
+    }
+
+    /// Records a committed decision in the audit log, if one is kept.
+    fn audit(&self, entry: impl FnOnce(u64) -> audit::Entry) {
+        if let Some(sink) = &self.audit {
+            sink.record(entry(self.clock.now_ms()));
+        }
+    }
+
+    /// Records the end of `attempt`, as committed in `job`.
+    fn audit_finish(&self, job: &JobRecord, attempt: u32) {
+        let Some(alloc) = job.allocation(attempt) else {
+            return;
+        };
+        self.audit(|at_ms| {
+            audit::Entry::Finish(audit::Finish {
+                at_ms,
+                job: job.id.to_string(),
+                attempt,
+                node: alloc.node.to_string(),
+                outcome: alloc.message.clone(),
+            })
+        });
     }
 
     fn notify(&mut self, job: &JobRecord) {

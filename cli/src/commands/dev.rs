@@ -57,7 +57,15 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr()?;
     let shutdown = super::serve::shutdown_on_signal()?;
     let tasks = TaskTracker::new();
-    let config = SchedulerConfig::new(data_dir.join("scheduler"), trust.clone());
+    let mut config = SchedulerConfig::new(data_dir.join("scheduler"), trust.clone());
+    // An audit log too, signed with a generated development audit key: `vauban audit verify
+    // --log .vauban/dev/scheduler/audit --key .vauban/dev/keys/audit.pub` checks it.
+    let audit_key = data_dir.join("keys/audit.key");
+    dev_key(&audit_key)?;
+    config.audit = Some(super::scheduler::audit_config(
+        &data_dir.join("scheduler"),
+        &audit_key,
+    )?);
     let scheduler = tasks.spawn(vauban_scheduler::serve(listener, config, shutdown.clone()));
 
     for (i, zone) in ZONES.iter().enumerate().take(args.hosts as usize) {

@@ -24,6 +24,10 @@ pub(crate) struct SchedulerArgs {
     /// A host silent this long is marked down and its jobs requeued.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     down_after: Duration,
+    /// Keep an audit log in DATA_DIR/audit, its checkpoints signed with this key (PKCS#8 PEM,
+    /// as `vauban key generate --role audit` writes). Without it, no audit log is kept.
+    #[arg(long, env = "VAUBAN_AUDIT_KEY")]
+    audit_key: Option<PathBuf>,
 }
 
 pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
@@ -31,6 +35,9 @@ pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let mut config = SchedulerConfig::new(&args.data_dir, trust);
     config.heartbeat_interval = args.heartbeat;
     config.down_after = args.down_after;
+    if let Some(key) = &args.audit_key {
+        config.audit = Some(audit_config(&args.data_dir, key)?);
+    }
     let listener = super::serve::bind(&args.listen).await?;
     let shutdown = super::serve::shutdown_on_signal()?;
     println!(
@@ -39,4 +46,19 @@ pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     );
     vauban_scheduler::serve(listener, config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The audit log of a scheduler keeping its state in `data_dir`, signed with the key at `key`.
+pub(crate) fn audit_config(
+    data_dir: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<vauban_scheduler::AuditConfig> {
+    use anyhow::Context as _;
+    let key = vauban_audit::SecretKey::from_file(key)
+        .with_context(|| format!("reading the audit key {}", key.display()))?;
+    Ok(vauban_scheduler::AuditConfig {
+        dir: data_dir.join("audit"),
+        origin: "vauban.audit/scheduler".to_owned(),
+        key,
+    })
 }

@@ -535,6 +535,37 @@ async fn the_cli_runs_jobs_through_vauban_dev_pinned_by_label() {
         "{}",
         text(&out.stdout)
     );
+
+    // vauban dev keeps an audit log: the job's admission, placement and end are in it, and
+    // the log verifies offline against the audit key's public half.
+    let log = ".vauban/dev/scheduler/audit";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = vauban(&["audit", "tail", "--log", log, "--output", "json"]);
+        let tail = text(&out.stdout);
+        if ["admission", "placement", "finish"]
+            .iter()
+            .all(|kind| tail.contains(&format!("\"kind\": \"{kind}\"")))
+            && tail.contains(&id)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{tail}{}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = vauban(&[
+        "audit",
+        "verify",
+        "--log",
+        log,
+        "--key",
+        ".vauban/dev/keys/audit.pub",
+    ]);
+    assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
 }
 
 /// Any language's generated client works: Python stubs generated from `proto/` with

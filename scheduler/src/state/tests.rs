@@ -74,7 +74,7 @@ impl Harness {
             down_after: Duration::from_secs(3),
         };
         let commits = Arc::clone(&store.job_commits);
-        let (scheduler, task) = start(store, config, closing.clone(), stop.clone())
+        let (scheduler, task) = start(store, config, None, closing.clone(), stop.clone())
             .await
             .expect("start");
         Self {
