@@ -139,6 +139,12 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
+    /// One more running instance holding `memory_bytes`.
+    fn take(&mut self, memory_bytes: u64) {
+        self.instances = self.instances.saturating_add(1);
+        self.memory_bytes = self.memory_bytes.saturating_add(memory_bytes);
+    }
+
     /// Why one more instance of `memory_bytes` would exceed `quota`, if it would.
     fn exceeded_by(self, memory_bytes: u64, quota: Quota) -> Option<String> {
         if quota.max_instances > 0 && self.instances >= quota.max_instances {
@@ -1364,9 +1370,10 @@ impl State {
                 let Some(job) = self.jobs.get(job) else {
                     continue;
                 };
-                let u = usage.entry(job.spec.namespace.clone()).or_default();
-                u.instances = u.instances.saturating_add(1);
-                u.memory_bytes = u.memory_bytes.saturating_add(occupancy.memory_bytes);
+                usage
+                    .entry(job.spec.namespace.clone())
+                    .or_default()
+                    .take(occupancy.memory_bytes);
             }
         }
         usage
@@ -1408,30 +1415,19 @@ impl State {
                     .copied()
                     .unwrap_or_default();
                 if let Some(over) = ns_usage.exceeded_by(memory, quota) {
-                    waiting.push(format!(
-                        "namespace {} over quota: {over}",
-                        job.spec.namespace
-                    ));
+                    waiting.push(over_quota(job, &over));
                     break;
                 }
                 let placed_on: Vec<NodeId> = job.running().map(|a| a.node.clone()).collect();
-                let ask = Ask {
-                    job: &job.id,
-                    module: &job.spec.module,
-                    memory_bytes: memory,
-                    priority: job.spec.priority,
-                    spec: &job.spec.placement,
-                    placed_on: &placed_on,
-                    only_node: want.node.as_ref(),
-                    preemptible: job.spec.kind == JobKind::Batch,
-                };
+                let ask = ask(job, &placed_on, want.node.as_ref());
                 match cluster.place(&ask) {
                     Ok(placement) => {
                         let attempt = job.next_attempt();
                         cluster.commit(&ask, &placement, attempt);
-                        let u = usage.entry(job.spec.namespace.clone()).or_default();
-                        u.instances = u.instances.saturating_add(1);
-                        u.memory_bytes = u.memory_bytes.saturating_add(memory);
+                        usage
+                            .entry(job.spec.namespace.clone())
+                            .or_default()
+                            .take(memory);
                         self.assign(&id, want.instance, placement, now);
                     }
                     // A system job does not wait for nodes it may not run on.
@@ -1574,26 +1570,16 @@ impl State {
                 planned.push(PlannedInstance {
                     instance: want.instance,
                     node: None,
-                    explanation: format!("namespace {} over quota: {over}", job.spec.namespace),
+                    explanation: over_quota(&job, &over),
                     preempt: Vec::new(),
                 });
                 continue;
             }
-            let ask = Ask {
-                job: &job.id,
-                module: &job.spec.module,
-                memory_bytes: memory,
-                priority: job.spec.priority,
-                spec: &job.spec.placement,
-                placed_on: &placed_on,
-                only_node: want.node.as_ref(),
-                preemptible: job.spec.kind == JobKind::Batch,
-            };
+            let ask = ask(&job, &placed_on, want.node.as_ref());
             match cluster.place(&ask) {
                 Ok(placement) => {
                     cluster.commit(&ask, &placement, attempt);
-                    usage.instances = usage.instances.saturating_add(1);
-                    usage.memory_bytes = usage.memory_bytes.saturating_add(memory);
+                    usage.take(memory);
                     placed_on.push(placement.node.clone());
                     planned.push(PlannedInstance {
                         instance: want.instance,
@@ -2002,6 +1988,25 @@ impl State {
             self.watchers.remove(&job.id);
         }
     }
+}
+
+/// What placement is asked for one instance of `job`.
+fn ask<'a>(job: &'a JobRecord, placed_on: &'a [NodeId], only_node: Option<&'a NodeId>) -> Ask<'a> {
+    Ask {
+        job: &job.id,
+        module: &job.spec.module,
+        memory_bytes: job.spec.capabilities.limits.memory_bytes,
+        priority: job.spec.priority,
+        spec: &job.spec.placement,
+        placed_on,
+        only_node,
+        preemptible: job.spec.kind == JobKind::Batch,
+    }
+}
+
+/// Why an instance of `job` waits for its namespace's quota.
+fn over_quota(job: &JobRecord, over: &str) -> String {
+    format!("namespace {} over quota: {over}", job.spec.namespace)
 }
 
 /// True when a system job's instance may not run on its node at all (down, draining,

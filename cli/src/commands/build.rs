@@ -123,17 +123,10 @@ pub(crate) fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     check_target_installed(&project, target)?;
 
     let (bin, wasm) = cargo_build(&project, target)?;
-    let bytes = super::read_module(&wasm)?;
-    let signed = key
-        .sign_module(&bytes)
-        .with_context(|| format!("signing {}", wasm.display()))?;
     let dir = project.join("target/vauban");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let output = dir.join(format!("{bin}.wasm"));
-    // Write beside the target, then rename: a crash never leaves a half-written module.
-    let tmp = output.with_extension("wasm.signing");
-    std::fs::write(&tmp, &signed).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &output).with_context(|| format!("writing {}", output.display()))?;
+    let signed = super::sign::sign_to(&key, &wasm, &output)?;
 
     let shown = |path: &Path| {
         path.strip_prefix(&cwd)
