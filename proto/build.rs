@@ -4,8 +4,16 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["common", "jobs", "modules", "namespaces", "nodes", "host"]
-        .map(|name| format!("vauban/v1/{name}.proto"));
+    let files = [
+        "common",
+        "jobs",
+        "modules",
+        "namespaces",
+        "nodes",
+        "host",
+        "trust",
+    ]
+    .map(|name| format!("vauban/v1/{name}.proto"));
     for file in &files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -5,6 +5,10 @@
 //! below declare them. [`Entry::to_line`] produces exactly these bytes; [`Entry::from_line`]
 //! accepts only them (unknown fields, other orders or whitespace are refused), so a line has
 //! one meaning and one spelling.
+//!
+//! Fields added after the first version are left out of the line when they hold their default
+//! (see [`Admission::subject`]), so that lines written before they existed keep their exact
+//! bytes, and so their hashes.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +18,7 @@ use crate::receipt::SignedReceipt;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
-    /// The scheduler accepted or refused a job at submit.
+    /// The scheduler accepted or refused a job at submit, or a module upload.
     Admission(Admission),
     /// The scheduler placed an attempt on a node.
     Placement(Placement),
@@ -28,11 +32,32 @@ pub enum Entry {
     PolicyChange(PolicyChange),
     /// A key was used for a privileged act (signing a checkpoint, a grant, a policy).
     KeyUse(KeyUse),
-    /// A host's signed execution receipt for one attempt.
+    /// A host's signed execution receipt for one attempt, checked by the scheduler.
     Receipt(ReceiptEntry),
+    /// A receipt the scheduler refused: unreadable, badly signed, signed by another key than
+    /// the node registered, or about another attempt than the result it came with.
+    RejectedReceipt(RejectedReceipt),
 }
 
-/// Whether admission let a job in.
+/// What an admission decision was about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subject {
+    /// A job submitted (`Jobs.SubmitJob`). The default, left out of the line.
+    #[default]
+    Job,
+    /// A module uploaded (`Modules.UploadModule`).
+    Module,
+}
+
+impl Subject {
+    /// Whether this is the default subject, which the line leaves out.
+    pub fn is_job(&self) -> bool {
+        *self == Self::Job
+    }
+}
+
+/// Whether admission let a job or module in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
@@ -50,11 +75,16 @@ pub struct Admission {
     pub at_ms: u64,
     /// Accepted or refused.
     pub decision: Decision,
-    /// The job id (may be empty when refused before one was assigned).
+    /// A job (left out of the line) or a module upload. Added after the first version: a line
+    /// without it is a job's admission, and a job's admission is written without it.
+    #[serde(default, skip_serializing_if = "Subject::is_job")]
+    pub subject: Subject,
+    /// The job id (empty when refused before one was assigned, and for modules).
     pub job: String,
-    /// The module's full-file digest, `sha256:<hex>`.
+    /// The module's full-file digest, `sha256:<hex>`; for an upload refused before its digest
+    /// was known, what was known of it (its name and size).
     pub module: String,
-    /// The namespace the job was submitted to.
+    /// The namespace the job was submitted to, or the module uploaded into.
     pub namespace: String,
     /// Why: the refusal message, or a summary of what was granted.
     pub reason: String,
@@ -158,6 +188,25 @@ pub struct ReceiptEntry {
     pub receipt: SignedReceipt,
 }
 
+/// A receipt that came with an attempt's result and did not pass the scheduler's checks. It is
+/// logged as what it is, never as a [`ReceiptEntry`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectedReceipt {
+    /// Unix milliseconds at which the scheduler logged it.
+    pub at_ms: u64,
+    /// The job of the result it came with.
+    pub job: String,
+    /// The attempt of the result it came with.
+    pub attempt: u32,
+    /// The node that sent it.
+    pub node: String,
+    /// Why it was refused.
+    pub reason: String,
+    /// The receipt as sent, when it could be read as one.
+    pub receipt: Option<SignedReceipt>,
+}
+
 impl Entry {
     /// The entry's timestamp, unix milliseconds.
     pub fn at_ms(&self) -> u64 {
@@ -170,6 +219,7 @@ impl Entry {
             Self::PolicyChange(e) => e.at_ms,
             Self::KeyUse(e) => e.at_ms,
             Self::Receipt(e) => e.at_ms,
+            Self::RejectedReceipt(e) => e.at_ms,
         }
     }
 
@@ -184,6 +234,7 @@ impl Entry {
             Self::PolicyChange(_) => "policy_change",
             Self::KeyUse(_) => "key_use",
             Self::Receipt(_) => "receipt",
+            Self::RejectedReceipt(_) => "rejected_receipt",
         }
     }
 
@@ -195,10 +246,16 @@ impl Entry {
                     Decision::Accepted => "accepted",
                     Decision::Refused => "refused",
                 };
-                format!(
-                    "{decision} job {} ({}) in {}: {}",
-                    e.job, e.module, e.namespace, e.reason
-                )
+                match e.subject {
+                    Subject::Job => format!(
+                        "{decision} job {} ({}) in {}: {}",
+                        e.job, e.module, e.namespace, e.reason
+                    ),
+                    Subject::Module => format!(
+                        "{decision} module {} in {}: {}",
+                        e.module, e.namespace, e.reason
+                    ),
+                }
             }
             Self::Placement(e) => format!(
                 "job {} attempt {} on {}: {}",
@@ -222,6 +279,10 @@ impl Entry {
                     r.job, r.attempt, r.node, r.outcome, r.fuel, r.peak_memory_bytes, e.receipt.key
                 )
             }
+            Self::RejectedReceipt(e) => format!(
+                "job {} attempt {} from {}: {}",
+                e.job, e.attempt, e.node, e.reason
+            ),
         }
     }
 
@@ -267,6 +328,7 @@ mod tests {
             &Entry::Admission(Admission {
                 at_ms: 5,
                 decision: Decision::Refused,
+                subject: Subject::Job,
                 job: String::new(),
                 module: "sha256:00".into(),
                 namespace: "ns".into(),
@@ -337,7 +399,35 @@ mod tests {
                 role: "audit".into(),
                 purpose: "checkpoint 3".into(),
             }),
-            Entry::Receipt(ReceiptEntry { at_ms: 1, receipt }),
+            Entry::Receipt(ReceiptEntry {
+                at_ms: 1,
+                receipt: receipt.clone(),
+            }),
+            Entry::RejectedReceipt(RejectedReceipt {
+                at_ms: 1,
+                job: "j".into(),
+                attempt: 1,
+                node: "n".into(),
+                reason: "signed by another key".into(),
+                receipt: Some(receipt),
+            }),
+            Entry::RejectedReceipt(RejectedReceipt {
+                at_ms: 1,
+                job: "j".into(),
+                attempt: 1,
+                node: "n".into(),
+                reason: "not a signed receipt".into(),
+                receipt: None,
+            }),
+            Entry::Admission(Admission {
+                at_ms: 1,
+                decision: Decision::Accepted,
+                subject: Subject::Module,
+                job: String::new(),
+                module: "sha256:00".into(),
+                namespace: "ns".into(),
+                reason: "signed by publisher key k".into(),
+            }),
         ];
         for entry in entries {
             let line = entry.to_line().expect("line");
@@ -350,6 +440,28 @@ mod tests {
             assert_eq!(entry.at_ms(), 1);
             assert!(!entry.summary().is_empty());
         }
+    }
+
+    /// A job's admission is written as before `subject` existed, so old lines keep their bytes;
+    /// a module's names its subject; spelling out the default is not canonical.
+    #[test]
+    fn the_admission_subject_is_written_only_for_modules() {
+        let job = r#"{"kind":"admission","at_ms":5,"decision":"accepted","job":"j","module":"sha256:00","namespace":"ns","reason":"r"}"#;
+        let Entry::Admission(parsed) = Entry::from_line(job.as_bytes()).expect("old line") else {
+            panic!("an admission");
+        };
+        assert_eq!(parsed.subject, Subject::Job);
+        let module = r#"{"kind":"admission","at_ms":5,"decision":"refused","subject":"module","job":"","module":"upload \"x\" (3 bytes)","namespace":"ns","reason":"r"}"#;
+        let Entry::Admission(parsed) = Entry::from_line(module.as_bytes()).expect("module line")
+        else {
+            panic!("an admission");
+        };
+        assert_eq!(parsed.subject, Subject::Module);
+        let spelled = job.replace(
+            r#""decision":"accepted","#,
+            r#""decision":"accepted","subject":"job","#,
+        );
+        assert!(Entry::from_line(spelled.as_bytes()).is_err(), "{spelled}");
     }
 
     #[test]

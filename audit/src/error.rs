@@ -7,14 +7,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     /// A file could not be read or written.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}: {error}", path.display())]
     Io {
         /// "read", "write", "create", "sync", …
         action: &'static str,
         /// The file or directory.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why. Shown in the message, so not also a `source` (a report would say it twice).
+        error: std::io::Error,
     },
     /// A key could not be decoded, or is unfit for its use.
     #[error("{0}")]
@@ -107,6 +107,17 @@ pub enum AuditError {
     /// An index or tree size is outside the log.
     #[error("{0}")]
     OutOfRange(String),
+    /// A logged execution receipt's signature does not verify with the host key it names.
+    #[error("entry {index} is a receipt whose host signature does not verify: {reason}")]
+    BadReceipt {
+        /// The entry's index.
+        index: u64,
+        /// What the signature check said.
+        reason: String,
+    },
+    /// Bytes that should be a signed execution receipt are not one.
+    #[error("{0}")]
+    Receipt(String),
     /// A proof bundle does not verify.
     #[error("proof does not verify: {0}")]
     Proof(String),
@@ -120,7 +131,14 @@ pub enum AuditError {
     },
     /// The Merkle tree computation failed (an internal inconsistency, not tampering).
     #[error("merkle tree: {0}")]
-    Tree(#[from] tlog_tiles::Error),
+    Tree(tlog_tiles::Error),
+}
+
+/// The tree's error is part of the message, so it is not also the `source`.
+impl From<tlog_tiles::Error> for AuditError {
+    fn from(e: tlog_tiles::Error) -> Self {
+        Self::Tree(e)
+    }
 }
 
 fn mismatch_message(size: u64, first: u64, last: u64) -> String {
@@ -146,7 +164,7 @@ impl AuditError {
         Self::Io {
             action,
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

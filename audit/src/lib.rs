@@ -40,7 +40,7 @@ mod verify;
 pub use checkpoint::SignedCheckpoint;
 pub use entry::{
     Admission, Cancellation, Decision, Entry, Finish, KeyUse, Placement, PolicyChange,
-    ReceiptEntry, Start,
+    ReceiptEntry, RejectedReceipt, Start, Subject,
 };
 pub use error::AuditError;
 pub use key::{AuditSigner, AuditVerifier, PublicKey, SecretKey};

@@ -23,6 +23,8 @@ pub struct Log<S: Storage = FileLog> {
     tree: Tree,
     /// Stored checkpoints, ascending by size; each root matches `tree`.
     checkpoints: Vec<SignedCheckpoint>,
+    /// How many entries are execution receipts.
+    receipts: u64,
 }
 
 impl Log<FileLog> {
@@ -49,6 +51,7 @@ impl<S: Storage> Log<S> {
             entries: checked.entries,
             tree: checked.tree,
             checkpoints: checked.checkpoints,
+            receipts: checked.receipts,
         })
     }
 
@@ -61,7 +64,36 @@ impl<S: Storage> Log<S> {
         self.store.append_entry(&line)?;
         let index = self.tree.push(&line)?;
         self.entries.push(line);
+        if matches!(entry, Entry::Receipt(_)) {
+            self.receipts += 1;
+        }
         Ok(index)
+    }
+
+    /// Durably appends entries in order, with one sync for all of them; returns the index of
+    /// the first. Each line is checked to be a canonical entry before anything is written.
+    ///
+    /// # Errors
+    /// [`AuditError::MalformedEntry`] (naming the index the line would have had) before writing
+    /// anything; otherwise when the lines cannot be written, and then the log in memory is
+    /// unchanged but the file may hold some of them: reopen it before appending again.
+    pub fn append_lines(&mut self, lines: &[&[u8]]) -> Result<u64, AuditError> {
+        let first = self.len();
+        let mut receipts = 0;
+        for (index, line) in (first..).zip(lines) {
+            let entry = Entry::from_line(line)
+                .map_err(|reason| AuditError::MalformedEntry { index, reason })?;
+            if matches!(entry, Entry::Receipt(_)) {
+                receipts += 1;
+            }
+        }
+        self.store.append_entries(lines)?;
+        self.receipts += receipts;
+        for line in lines {
+            self.tree.push(line)?;
+            self.entries.push(line.to_vec());
+        }
+        Ok(first)
     }
 
     /// The number of entries.
@@ -203,6 +235,7 @@ impl<S: Storage> Log<S> {
             origin: latest.map(|c| c.origin().to_owned()),
             latest: latest.map(|c| (c.size(), c.root().to_string())),
             unsigned: self.len() - latest.map_or(0, SignedCheckpoint::size),
+            receipts: self.receipts,
         }
     }
 

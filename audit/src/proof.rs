@@ -97,7 +97,8 @@ impl ProofBundle {
     }
 
     /// Checks the bundle with the audit public key alone: the checkpoint's signature, that it
-    /// is for `tree_size`, that the entry is canonical, and that the inclusion proof leads from
+    /// is for `tree_size`, that the entry is canonical (and, for an execution receipt, that the
+    /// host signature verifies with the key it names), and that the inclusion proof leads from
     /// the entry to the signed root.
     ///
     /// # Errors
@@ -120,6 +121,14 @@ impl ProofBundle {
         }
         let entry = Entry::from_line(self.entry.as_bytes())
             .map_err(|e| AuditError::Proof(format!("entry {}: {e}", self.index)))?;
+        if let Entry::Receipt(logged) = &entry {
+            logged.receipt.verify_signature().map_err(|e| {
+                AuditError::Proof(format!(
+                    "entry {} is a receipt whose host signature does not verify: {e}",
+                    self.index
+                ))
+            })?;
+        }
         self.inclusion.verify(
             self.entry.as_bytes(),
             self.index,

@@ -94,6 +94,17 @@ impl SignedReceipt {
                 self.receipt.job, self.receipt.attempt, self.key
             )));
         }
+        self.verify_signature()
+    }
+
+    /// Checks only that the signature verifies with the key the receipt names: what anyone
+    /// holding the receipt alone can check offline (the audit log's verification does this for
+    /// every logged receipt). Returns the signing key.
+    ///
+    /// # Errors
+    /// [`AuditError::Key`] when the named key is malformed or the signature does not verify.
+    pub fn verify_signature(&self) -> Result<PublicKey, AuditError> {
+        let key = PublicKey::from_hex(&self.key)?;
         let signature = hex::decode(&self.signature).unwrap_or_default();
         if !key.verify(&self.receipt.signed_bytes()?, &signature) {
             return Err(AuditError::Key(format!(
@@ -102,6 +113,26 @@ impl SignedReceipt {
             )));
         }
         Ok(key)
+    }
+
+    /// The signed receipt as compact JSON: what a host sends in `JobFinished.receipt`.
+    ///
+    /// # Errors
+    /// [`AuditError::Encode`] only if serialisation fails.
+    pub fn to_json(&self) -> Result<Vec<u8>, AuditError> {
+        serde_json::to_vec(self).map_err(|source| AuditError::Encode {
+            what: "receipt",
+            source,
+        })
+    }
+
+    /// Parses a signed receipt from JSON, without checking its signature.
+    ///
+    /// # Errors
+    /// [`AuditError::Receipt`] when the bytes are not a signed receipt.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, AuditError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| AuditError::Receipt(format!("not a signed receipt: {e}")))
     }
 }
 
@@ -164,6 +195,23 @@ mod tests {
                 "case {case}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_signature_alone_checks_against_the_named_key() {
+        let host = SecretKey::from_seed(&[7; 32]);
+        let signed = receipt().sign(&host).expect("sign");
+        let json = signed.to_json().expect("json");
+        let back = SignedReceipt::from_json(&json).expect("parse");
+        assert_eq!(back.verify_signature().expect("verify"), host.public_key());
+        let mut bad = back.clone();
+        bad.receipt.outcome = "exited(1)".into();
+        assert!(bad.verify_signature().is_err());
+        let mut bad = back;
+        bad.key = "zz".into();
+        assert!(bad.verify_signature().is_err());
+        assert!(SignedReceipt::from_json(b"{}").is_err());
+        assert!(SignedReceipt::from_json(b"not json").is_err());
     }
 
     #[test]

@@ -28,6 +28,18 @@ pub trait Storage {
     /// When the entry cannot be written and synced.
     fn append_entry(&mut self, entry: &[u8]) -> Result<(), AuditError>;
 
+    /// Durably appends several entries, in order. A crash part way may leave any prefix of them
+    /// appended, and a partial line after it. The default appends them one by one; a storage
+    /// that can should make them durable together (one fsync).
+    ///
+    /// # Errors
+    /// When an entry cannot be written and synced; the ones before it may be appended.
+    fn append_entries(&mut self, entries: &[&[u8]]) -> Result<(), AuditError> {
+        entries
+            .iter()
+            .try_for_each(|entry| self.append_entry(entry))
+    }
+
     /// Every stored checkpoint as (name, note bytes); the name is the tree size in decimal when
     /// the store is intact.
     ///
@@ -93,6 +105,38 @@ impl FileLog {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Cuts the partial line an interrupted append left at the end of `entries.jsonl` (what
+    /// [`AuditError::TornTail`] reports), keeping every complete entry, and syncs the file.
+    /// Returns how many bytes were cut (0 when the file ends in a complete line).
+    ///
+    /// Only for a writer that still holds the entry being appended when it was interrupted
+    /// (the scheduler keeps it in its outbox until the append is done, and appends it again):
+    /// otherwise the cut bytes are an entry lost, and `vauban audit verify` should say so.
+    ///
+    /// # Errors
+    /// [`AuditError::Io`] when the file cannot be read, cut or synced.
+    pub fn repair_torn_tail(dir: &Path) -> Result<u64, AuditError> {
+        let path = dir.join(ENTRIES_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| AuditError::io("read", &path, e))?;
+        let keep = bytes
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |newline| newline + 1);
+        let cut = (bytes.len() - keep) as u64;
+        if cut == 0 {
+            return Ok(0);
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| AuditError::io("open", &path, e))?;
+        file.set_len(keep as u64)
+            .map_err(|e| AuditError::io("truncate", &path, e))?;
+        file.sync_all()
+            .map_err(|e| AuditError::io("sync", &path, e))?;
+        Ok(cut)
+    }
 }
 
 impl Storage for FileLog {
@@ -112,6 +156,10 @@ impl Storage for FileLog {
     }
 
     fn append_entry(&mut self, entry: &[u8]) -> Result<(), AuditError> {
+        self.append_entries(&[entry])
+    }
+
+    fn append_entries(&mut self, entries: &[&[u8]]) -> Result<(), AuditError> {
         let path = self.dir.join(ENTRIES_FILE);
         if self.appender.is_none() {
             let file = OpenOptions::new()
@@ -124,12 +172,15 @@ impl Storage for FileLog {
         let file = self.appender.as_mut().ok_or_else(|| {
             AuditError::io("open", &path, std::io::Error::other("no append handle"))
         })?;
-        let mut line = Vec::with_capacity(entry.len() + 1);
-        line.extend_from_slice(entry);
-        line.push(b'\n');
-        // One write of the whole line, then fsync: an entry is on disk before its index is
-        // returned, and a crash leaves at most a partial last line (reported as a torn tail).
-        file.write_all(&line)
+        let mut lines = Vec::with_capacity(entries.iter().map(|e| e.len() + 1).sum());
+        for entry in entries {
+            lines.extend_from_slice(entry);
+            lines.push(b'\n');
+        }
+        // One write of the whole lines, then one fsync: entries are on disk before their
+        // indices are returned, and a crash leaves complete entries followed by at most a
+        // partial line (reported as a torn tail).
+        file.write_all(&lines)
             .map_err(|e| AuditError::io("append to", &path, e))?;
         file.sync_data()
             .map_err(|e| AuditError::io("sync", &path, e))
@@ -184,4 +235,37 @@ fn sync_dir(dir: &Path) -> Result<(), AuditError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| AuditError::io("sync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_tail_is_cut_back_to_the_last_complete_entry() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let mut log = FileLog::create(dir).expect("create");
+        assert_eq!(FileLog::repair_torn_tail(dir).expect("empty"), 0);
+        log.append_entry(b"{\"a\":1}").expect("append");
+        log.append_entry(b"{\"b\":2}").expect("append");
+        assert_eq!(FileLog::repair_torn_tail(dir).expect("whole"), 0);
+        let path = dir.join(ENTRIES_FILE);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes.extend_from_slice(b"{\"c\":");
+        std::fs::write(&path, &bytes).expect("write");
+        assert!(matches!(
+            log.load_entries(),
+            Err(AuditError::TornTail { entries: 2 })
+        ));
+        assert_eq!(FileLog::repair_torn_tail(dir).expect("repair"), 5);
+        assert_eq!(
+            log.load_entries().expect("load"),
+            vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]
+        );
+        // A file that is nothing but a partial line is cut to nothing.
+        std::fs::write(&path, b"{\"x").expect("write");
+        assert_eq!(FileLog::repair_torn_tail(dir).expect("repair"), 3);
+        assert!(log.load_entries().expect("load").is_empty());
+    }
 }

@@ -175,7 +175,14 @@ mod hashes {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Hash>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
-            .map(|h| Hash::parse_hash(h).map_err(serde::de::Error::custom))
+            .enumerate()
+            .map(|(i, h)| {
+                Hash::parse_hash(h).map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "hash {i} ({h:?}) is not a base64 SHA-256 hash: {e}"
+                    ))
+                })
+            })
             .collect()
     }
 }

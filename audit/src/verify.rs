@@ -1,6 +1,7 @@
-//! Checking a whole log: every entry parsed, the tree recomputed from the entries' bytes, every
-//! checkpoint's signature and root checked against it, and successive checkpoints proven
-//! consistent. The first failure is returned, naming the entry or checkpoint.
+//! Checking a whole log: every entry parsed, every logged execution receipt's host signature
+//! checked, the tree recomputed from the entries' bytes, every checkpoint's signature and root
+//! checked against it, and successive checkpoints proven consistent. The first failure is
+//! returned, naming the entry or checkpoint.
 
 use std::path::Path;
 
@@ -26,13 +27,16 @@ pub struct Report {
     pub latest: Option<(u64, String)>,
     /// Entries after the latest checkpoint: present but not yet signed.
     pub unsigned: u64,
+    /// Execution receipts among the entries (each one's host signature checked by
+    /// [`verify_log`]).
+    pub receipts: u64,
 }
 
 /// Verifies the log in `dir` offline with the audit public key.
 ///
 /// # Errors
 /// The first problem found: [`AuditError::MalformedEntry`], [`AuditError::TornTail`],
-/// [`AuditError::MalformedCheckpoint`], [`AuditError::BadSignature`],
+/// [`AuditError::BadReceipt`], [`AuditError::MalformedCheckpoint`], [`AuditError::BadSignature`],
 /// [`AuditError::OriginMismatch`], [`AuditError::MissingEntries`], [`AuditError::RootMismatch`],
 /// [`AuditError::Inconsistent`], or [`AuditError::NoCheckpoint`] when entries exist but nothing
 /// signs them; [`AuditError::Io`] when the files cannot be read.
@@ -50,6 +54,8 @@ pub fn verify_log(dir: &Path, verifier: &AuditVerifier) -> Result<Report, AuditE
 /// A log's contents, checked.
 pub(crate) struct Checked {
     pub(crate) entries: Vec<Vec<u8>>,
+    /// How many entries are execution receipts.
+    pub(crate) receipts: u64,
     pub(crate) tree: Tree,
     /// Ascending by size.
     pub(crate) checkpoints: Vec<SignedCheckpoint>,
@@ -68,23 +74,41 @@ impl Checked {
             origin: latest.map(|c| c.origin().to_owned()),
             latest: latest.map(|c| (c.size(), c.root().to_string())),
             unsigned: self.tree.size() - latest.map_or(0, SignedCheckpoint::size),
+            receipts: self.receipts,
         }
     }
 }
 
-/// Loads and checks a store. Without a verifier, signatures are not checked (opening a log for
-/// writing needs no public key), but everything else is.
+/// Loads and checks a store. Without a verifier, signatures (of checkpoints and of receipts) are
+/// not checked (opening a log for writing needs no public key), but everything else is.
 pub(crate) fn check(
     store: &impl Storage,
     verifier: Option<&AuditVerifier>,
 ) -> Result<Checked, AuditError> {
     let entries = store.load_entries()?;
     let mut tree = Tree::new();
+    let mut receipts = 0;
     for (index, line) in entries.iter().enumerate() {
-        Entry::from_line(line).map_err(|reason| AuditError::MalformedEntry {
+        let entry = Entry::from_line(line).map_err(|reason| AuditError::MalformedEntry {
             index: index as u64,
             reason,
         })?;
+        // A receipt carries its host's public key, so its signature is checkable offline; the
+        // key itself was checked by the scheduler against what the node registered.
+        if matches!(entry, Entry::Receipt(_)) {
+            receipts += 1;
+        }
+        if verifier.is_some()
+            && let Entry::Receipt(logged) = &entry
+        {
+            logged
+                .receipt
+                .verify_signature()
+                .map_err(|e| AuditError::BadReceipt {
+                    index: index as u64,
+                    reason: e.to_string(),
+                })?;
+        }
         tree.push(line)?;
     }
 
@@ -155,6 +179,7 @@ pub(crate) fn check(
     }
     Ok(Checked {
         entries,
+        receipts,
         tree,
         checkpoints,
     })
@@ -181,6 +206,7 @@ mod tests {
             0 => Entry::Admission(Admission {
                 at_ms: 1_000 + i,
                 decision: Decision::Accepted,
+                subject: crate::entry::Subject::Job,
                 job: format!("job-{i}"),
                 module: format!("sha256:{}", "cd".repeat(32)),
                 namespace: "default".into(),
@@ -272,6 +298,66 @@ mod tests {
         let (_tmp, dir) = log_with(2, &[]);
         let err = verify(&dir).expect_err("unsigned");
         assert!(err.to_string().contains("no checkpoint"), "{err}");
+    }
+
+    fn receipt_entry(at_ms: u64) -> Entry {
+        let receipt = crate::receipt::Receipt {
+            job: "job-r".into(),
+            attempt: 1,
+            module: format!("sha256:{}", "ab".repeat(32)),
+            capabilities: vec!["env:MODE".into()],
+            node: "n1".into(),
+            started_ms: at_ms,
+            ended_ms: at_ms + 5,
+            outcome: "exited(0)".into(),
+            fuel: 10,
+            peak_memory_bytes: 65_536,
+        }
+        .sign(&SecretKey::from_seed(&[4; 32]))
+        .expect("sign");
+        Entry::Receipt(crate::entry::ReceiptEntry { at_ms, receipt })
+    }
+
+    #[test]
+    fn a_receipt_whose_signature_breaks_is_named() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("log");
+        let mut log = Log::open(&dir).expect("open");
+        log.append(&entry(0)).expect("append");
+        let more = [receipt_entry(2_000), entry(2)].map(|e| e.to_line().expect("line"));
+        assert_eq!(log.append_lines(&[&more[0], &more[1]]).expect("append"), 1);
+        // A line that is not a canonical entry is refused before anything is written.
+        let err = log
+            .append_lines(&[&more[0], b"{\"kind\":\"start\"}"])
+            .expect_err("malformed");
+        assert!(
+            matches!(err, AuditError::MalformedEntry { index: 4, .. }),
+            "{err}"
+        );
+        assert_eq!(log.len(), 3);
+        log.checkpoint(&signer()).expect("checkpoint");
+        assert_eq!(log.report().receipts, 1);
+        drop(log);
+        let report = verify(&dir).expect("an intact log with a receipt verifies");
+        assert_eq!((report.entries, report.receipts), (3, 1));
+
+        // One byte of the outcome: still canonical JSON, but the host's signature no longer
+        // matches, and that is reported before the checkpoint's root.
+        let mut l = lines(&dir);
+        l[1] = l[1].replace("exited(0)", "exited(1)");
+        write_lines(&dir, &l);
+        let err = verify(&dir).expect_err("tampered receipt");
+        assert!(
+            matches!(err, AuditError::BadReceipt { index: 1, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("entry 1 is a receipt whose host signature does not verify"),
+            "{err}"
+        );
+        // Opening for writing checks no signatures, but the root still differs.
+        assert!(Log::open(&dir).is_err());
     }
 
     #[test]

@@ -30,6 +30,9 @@ enum Command {
     /// The trust policy: keys and roles, thresholds, node classes, revocations.
     #[command(subcommand)]
     Policy(commands::policy::PolicyCommand),
+    /// Certificates for mutual TLS: a CA, certificates per role, revocation.
+    #[command(subcommand)]
+    Pki(commands::pki::PkiCommand),
     /// Sign a module or component with a publisher key.
     Sign(commands::sign::SignArgs),
     /// Verify a module's signature against trusted keys.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Key(cmd) => commands::key::run(cmd),
         Command::Grant(cmd) => commands::grant::run(cmd),
         Command::Policy(cmd) => commands::policy::run(cmd),
+        Command::Pki(cmd) => commands::pki::run(cmd),
         Command::Sign(args) => commands::sign::run(args),
         Command::Verify(args) => commands::verify::run(args),
         Command::New(args) => commands::new::run(args),

@@ -29,6 +29,14 @@ pub struct Capabilities {
     // `default`: job records stored before this field existed still read.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Host interfaces beyond the baseline that a component may import, e.g.
+    /// `wasi:http/outgoing-handler` (any version) or `wasi:http/outgoing-handler@0.2.0` (only
+    /// that one). The baseline (`wasi:cli`, `wasi:io`, `wasi:clocks`, `wasi:random`,
+    /// `wasi:filesystem`, `vauban:job`) needs no entry; `wasi:sockets` needs a network
+    /// destination instead. See [`crate::admission::check_imports`].
+    // `default`: job records stored before this field existed still read.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
 }
 
 /// The prefix of the environment variables that carry configuration values to a command:

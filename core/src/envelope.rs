@@ -63,14 +63,29 @@ pub enum EnvelopeError {
     },
     /// The payload or a signature is not base64.
     #[error("{0} is not valid base64")]
-    Base64(&'static str),
+    Base64(String),
+    /// A signature's length is not that of its algorithm's signatures: it is truncated or
+    /// padded, and could never verify.
+    #[error(
+        "the signature by key {keyid} is {len} bytes long, but {alg} signatures are {expected} bytes"
+    )]
+    SignatureLength {
+        /// The key the signature claims.
+        keyid: KeyId,
+        /// The algorithm it names.
+        alg: Algorithm,
+        /// Its length in bytes.
+        len: usize,
+        /// The length of every signature of that algorithm.
+        expected: usize,
+    },
     /// A signature names an algorithm this version does not know.
-    #[error("signature by key {keyid}: {source}")]
+    #[error("signature by key {keyid}: {algorithm}")]
     UnknownAlgorithm {
         /// The key the signature claims.
         keyid: KeyId,
-        /// The algorithm.
-        source: crate::signature::UnknownAlgorithm,
+        /// The algorithm. Shown in the message, so not also a `source`.
+        algorithm: crate::signature::UnknownAlgorithm,
     },
 }
 
@@ -110,7 +125,8 @@ impl Envelope {
     }
 
     /// Parses the JSON form and checks that it holds a payload of the expected type, that the
-    /// payload and signatures decode, and that every algorithm is known.
+    /// payload and signatures decode, that every algorithm is known, and that every signature
+    /// has its algorithm's length.
     ///
     /// # Errors
     /// An [`EnvelopeError`] naming what is wrong.
@@ -125,15 +141,23 @@ impl Envelope {
         }
         envelope.payload_bytes()?;
         for s in &envelope.signatures {
-            s.alg
-                .parse::<Algorithm>()
-                .map_err(|source| EnvelopeError::UnknownAlgorithm {
+            let alg = s.alg.parse::<Algorithm>().map_err(|algorithm| {
+                EnvelopeError::UnknownAlgorithm {
                     keyid: s.keyid.clone(),
-                    source,
-                })?;
-            BASE64
+                    algorithm,
+                }
+            })?;
+            let sig = BASE64
                 .decode(&s.sig)
-                .map_err(|_| EnvelopeError::Base64("a signature"))?;
+                .map_err(|_| EnvelopeError::Base64(format!("the signature by key {}", s.keyid)))?;
+            if sig.len() != alg.signature_len() {
+                return Err(EnvelopeError::SignatureLength {
+                    keyid: s.keyid.clone(),
+                    alg,
+                    len: sig.len(),
+                    expected: alg.signature_len(),
+                });
+            }
         }
         Ok(envelope)
     }
@@ -152,7 +176,7 @@ impl Envelope {
     pub fn payload_bytes(&self) -> Result<Vec<u8>, EnvelopeError> {
         BASE64
             .decode(&self.payload)
-            .map_err(|_| EnvelopeError::Base64("the payload"))
+            .map_err(|_| EnvelopeError::Base64("the payload".into()))
     }
 
     /// Adds `key`'s signature over the payload. A signature by the same key is replaced, so
@@ -184,13 +208,12 @@ impl Envelope {
         let message = pae(&self.payload_type, &self.payload_bytes()?);
         let mut checks = Vec::with_capacity(self.signatures.len());
         for s in &self.signatures {
-            let alg =
-                s.alg
-                    .parse::<Algorithm>()
-                    .map_err(|source| EnvelopeError::UnknownAlgorithm {
-                        keyid: s.keyid.clone(),
-                        source,
-                    })?;
+            let alg = s.alg.parse::<Algorithm>().map_err(|algorithm| {
+                EnvelopeError::UnknownAlgorithm {
+                    keyid: s.keyid.clone(),
+                    algorithm,
+                }
+            })?;
             let check = match lookup(&s.keyid) {
                 None => SignatureCheck::UnknownKey(s.keyid.clone()),
                 Some(key) if key.algorithm() != alg => SignatureCheck::Invalid(s.keyid.clone()),
@@ -253,6 +276,19 @@ mod tests {
         );
         let wrong = Envelope::from_json(json.as_bytes(), "application/x-grant").expect_err("type");
         assert!(matches!(wrong, EnvelopeError::WrongType { .. }));
+        let short = json.replacen(&env.signatures[0].sig, &BASE64.encode([0_u8; 63]), 1);
+        let err = Envelope::from_json(short.as_bytes(), "application/x-test").expect_err("short");
+        assert!(
+            matches!(
+                err,
+                EnvelopeError::SignatureLength {
+                    len: 63,
+                    expected: 64,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let pq = json.replace("\"ed25519\"", "\"ml-dsa-65\"");
         let err = Envelope::from_json(pq.as_bytes(), "application/x-test").expect_err("alg");
         assert!(

@@ -17,10 +17,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::capability::{Access, Capabilities};
+use crate::capability::Capabilities;
 use crate::envelope::{Envelope, EnvelopeError};
 use crate::module::{ModuleDigest, ModuleKind};
-use crate::policy::{Mode, TrustPolicy, ignored_suffix, path_within};
+use crate::policy::{Mode, TrustPolicy, dir_beyond, ignored_suffix};
 use crate::role::Role;
 use crate::signature::{KeyId, SecretKey};
 
@@ -153,9 +153,10 @@ impl TryFrom<String> for Timestamp {
 /// Why a grant was refused. Each names exactly what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
-    /// The envelope is malformed or of another type.
+    /// The envelope is malformed or of another type. The envelope error is part of the
+    /// message, so it is not also the `source` (a report would say it twice).
     #[error("grant envelope: {0}")]
-    Envelope(#[from] EnvelopeError),
+    Envelope(EnvelopeError),
     /// The payload is not a grant.
     #[error("grant payload is not a grant: {0}")]
     Malformed(String),
@@ -163,7 +164,7 @@ pub enum GrantError {
     #[error("grant payload is not in canonical JSON form (RFC 8785)")]
     NotCanonical,
     /// The grant's fields are inconsistent.
-    #[error("grant {id} is not valid: {reason}")]
+    #[error("{} is not valid: {reason}", grant_name(.id))]
     Invalid {
         /// The grant.
         id: String,
@@ -226,6 +227,21 @@ pub enum GrantError {
     },
 }
 
+/// `grant ID`, or what to call a grant whose id is empty.
+fn grant_name(id: &str) -> String {
+    if id.is_empty() {
+        "a grant without an id".into()
+    } else {
+        format!("grant {id}")
+    }
+}
+
+impl From<EnvelopeError> for GrantError {
+    fn from(e: EnvelopeError) -> Self {
+        Self::Envelope(e)
+    }
+}
+
 /// A capability a job asks for that is outside its grant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{capability}: the grant allows {allowed}")]
@@ -261,11 +277,17 @@ impl Grant {
             return Err(self.invalid("not_after is not after not_before"));
         }
         let r = self.resources;
-        if [r.memory_bytes, r.timeout_ms, r.fuel.unwrap_or(0)]
-            .iter()
-            .any(|&n| n > MAX_SAFE_INTEGER)
+        if let Some((field, n)) = [
+            ("memory_bytes", r.memory_bytes),
+            ("timeout_ms", r.timeout_ms),
+            ("fuel", r.fuel.unwrap_or(0)),
+        ]
+        .into_iter()
+        .find(|&(_, n)| n > MAX_SAFE_INTEGER)
         {
-            return Err(self.invalid(format!("a resource ceiling exceeds {MAX_SAFE_INTEGER}")));
+            return Err(self.invalid(format!(
+                "resources.{field} is {n}, above {MAX_SAFE_INTEGER} (2^53 - 1, the largest integer canonical JSON holds exactly)"
+            )));
         }
         if let Some(d) = self
             .capabilities
@@ -309,34 +331,15 @@ impl Grant {
     /// [`Beyond`] naming the first capability outside the grant.
     pub fn ceiling_allows(&self, asked: &Capabilities) -> Result<(), Beyond> {
         let c = &self.capabilities;
-        for dir in &asked.dirs {
-            let rw = dir.access == Access::ReadWrite;
-            let covering: Vec<_> = c
-                .dirs
-                .iter()
-                .filter(|g| path_within(&dir.host, &g.host))
-                .collect();
-            if covering.iter().any(|g| !rw || g.access == Mode::Rw) {
-                continue;
-            }
-            let shown = if covering.is_empty() {
-                c.dirs.iter().collect()
-            } else {
-                covering
-            };
+        let dirs: Vec<_> = c
+            .dirs
+            .iter()
+            .map(|g| (g.host.as_path(), g.access))
+            .collect();
+        if let Some((capability, allowed)) = dir_beyond(&asked.dirs, &dirs) {
             return Err(Beyond {
-                capability: format!("directory {} {}", dir.host.display(), access_name(rw)),
-                allowed: if shown.is_empty() {
-                    "no directories".into()
-                } else {
-                    let list: Vec<_> = shown
-                        .iter()
-                        .map(|g| {
-                            format!("{} {}", g.host.display(), access_name(g.access == Mode::Rw))
-                        })
-                        .collect();
-                    list.join(", ")
-                },
+                capability,
+                allowed,
             });
         }
         for (name, _) in &asked.env {
@@ -401,10 +404,6 @@ impl Grant {
         }
         Ok(())
     }
-}
-
-fn access_name(rw: bool) -> &'static str {
-    if rw { "read-write" } else { "read-only" }
 }
 
 fn beyond<T: fmt::Display>(capability: String, what: &str, allowed: &[T]) -> Beyond {
@@ -574,7 +573,7 @@ impl VerifiedGrant {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::capability::{DirGrant, Limits};
     use crate::policy::tests::Keys;
@@ -585,7 +584,8 @@ mod tests {
         humantime::parse_rfc3339(rfc3339).expect("time")
     }
 
-    fn grant() -> Grant {
+    /// A grant for `ModuleDigest::of(b"module")`, valid in January 2026.
+    pub(crate) fn grant() -> Grant {
         Grant {
             id: "g-1".into(),
             module: GrantedModule {

@@ -132,6 +132,47 @@ impl NodeClass {
 
 /// Whether `path` is `prefix` or lies under it, comparing whole components. A path with `..`
 /// is under nothing.
+/// The first directory of `asked` that none of `allowed` (directory, access) covers, as
+/// (the capability, what is allowed): `("directory /etc read-only", "/srv rw-ish list")`. A
+/// directory is covered by an allowance for it or a directory above it, with read-write access
+/// when it asks for read-write. What is allowed lists the allowances above it when there are
+/// some (they lack the access), else all of them.
+pub(crate) fn dir_beyond(
+    asked: &[crate::capability::DirGrant],
+    allowed: &[(&Path, Mode)],
+) -> Option<(String, String)> {
+    let name = |rw: bool| if rw { "read-write" } else { "read-only" };
+    for dir in asked {
+        let rw = dir.access == crate::capability::Access::ReadWrite;
+        let covering: Vec<_> = allowed
+            .iter()
+            .filter(|(path, _)| path_within(&dir.host, path))
+            .collect();
+        if covering.iter().any(|(_, mode)| !rw || *mode == Mode::Rw) {
+            continue;
+        }
+        let shown: Vec<_> = if covering.is_empty() {
+            allowed.iter().collect()
+        } else {
+            covering
+        };
+        let listed = if shown.is_empty() {
+            "no directories".to_owned()
+        } else {
+            let list: Vec<String> = shown
+                .iter()
+                .map(|(path, mode)| format!("{} {}", path.display(), name(*mode == Mode::Rw)))
+                .collect();
+            list.join(", ")
+        };
+        return Some((
+            format!("directory {} {}", dir.host.display(), name(rw)),
+            listed,
+        ));
+    }
+    None
+}
+
 pub(crate) fn path_within(path: &Path, prefix: &Path) -> bool {
     !path.components().any(|c| c == Component::ParentDir) && path.starts_with(prefix)
 }
@@ -147,7 +188,7 @@ pub enum PolicyError {
     Invalid(String),
     /// The signatures file is malformed.
     #[error("policy signatures: {0}")]
-    Envelope(#[from] EnvelopeError),
+    Envelope(EnvelopeError),
     /// The file is not the payload the signatures cover.
     #[error(
         "the policy file differs from the payload its signatures cover: it was changed after signing"
@@ -160,6 +201,18 @@ pub enum PolicyError {
         valid: Vec<KeyId>,
         /// The threshold.
         need: u32,
+        /// Why other signatures did not count.
+        ignored: Vec<String>,
+    },
+    /// A replacement lacks the root signatures the policy it replaces asks for.
+    #[error("policy is signed by {} root key(s) of the policy version {held} it replaces, it needs {need}{}", .valid.len(), ignored_suffix(.ignored))]
+    Succession {
+        /// The held policy's root keys whose signature counted.
+        valid: Vec<KeyId>,
+        /// The held policy's root threshold.
+        need: u32,
+        /// The held policy's version.
+        held: u64,
         /// Why other signatures did not count.
         ignored: Vec<String>,
     },
@@ -178,6 +231,14 @@ pub enum PolicyError {
     SameVersion(u64),
 }
 
+/// The envelope error is part of the message, so it is not also the `source` (a report would
+/// say it twice).
+impl From<EnvelopeError> for PolicyError {
+    fn from(e: EnvelopeError) -> Self {
+        Self::Envelope(e)
+    }
+}
+
 pub(crate) fn ignored_suffix(ignored: &[String]) -> String {
     if ignored.is_empty() {
         String::new()
@@ -186,11 +247,29 @@ pub(crate) fn ignored_suffix(ignored: &[String]) -> String {
     }
 }
 
+/// Which policy a machine starts with: see [`TrustPolicy::at_start`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtStart {
+    /// The policy it was given, newer than the one it held (`replaces`, 0 for none): store it.
+    Given {
+        /// The version held before; 0 when none was.
+        replaces: u64,
+    },
+    /// The given policy is the one it holds.
+    Same,
+    /// The policy it holds is newer than the one given: it stays in force.
+    Stored,
+}
+
 /// A parsed, consistent trust policy. Obtained verified with [`TrustPolicy::load_verified`].
 #[derive(Clone, Debug)]
 pub struct TrustPolicy {
     document: PolicyDocument,
     keys: BTreeMap<KeyId, PublicKey>,
+    /// The exact bytes it was parsed from: what is signed, and what is passed on.
+    toml: Vec<u8>,
+    /// Its root signatures, when it was loaded verified.
+    envelope: Option<Envelope>,
 }
 
 impl TrustPolicy {
@@ -242,7 +321,12 @@ impl TrustPolicy {
                 ));
             }
         }
-        let policy = Self { document, keys };
+        let policy = Self {
+            document,
+            keys,
+            toml: toml_bytes.to_vec(),
+            envelope: None,
+        };
         let t = policy.document.thresholds;
         for (role, need) in [
             (Role::Root, t.root),
@@ -288,7 +372,7 @@ impl TrustPolicy {
         if envelope.payload_bytes()? != toml_bytes {
             return Err(PolicyError::Tampered);
         }
-        let policy = Self::parse_unverified(toml_bytes)?;
+        let mut policy = Self::parse_unverified(toml_bytes)?;
         let checks =
             envelope.check_signatures(|id| anchors.keys().iter().find(|k| k.id() == id))?;
         let (valid, ignored) = policy.count(&checks, Role::Root, "not an anchored root key");
@@ -300,7 +384,86 @@ impl TrustPolicy {
                 ignored,
             });
         }
+        policy.envelope = Some(envelope.clone());
         Ok(policy)
+    }
+
+    /// Whether this policy, already verified against the pinned anchors, may replace `current`:
+    /// its version must go forward ([`TrustPolicy::replaces`]) and it must also carry
+    /// `current`'s root threshold of signatures by `current`'s unrevoked root keys. So a policy
+    /// cannot lower the root threshold or swap the root keys without the consent of the roots
+    /// it replaces (TUF's rule for root rotation).
+    ///
+    /// # Errors
+    /// [`PolicyError::Downgrade`], [`PolicyError::SameVersion`], or
+    /// [`PolicyError::Succession`] naming how many of the current roots signed.
+    pub fn succeeds(&self, current: &TrustPolicy) -> Result<(), PolicyError> {
+        self.replaces(current)?;
+        let Some(envelope) = &self.envelope else {
+            return Err(PolicyError::Succession {
+                valid: Vec::new(),
+                need: current.document.thresholds.root,
+                held: current.version(),
+                ignored: vec!["the new policy carries no signatures".into()],
+            });
+        };
+        let checks = envelope.check_signatures(|id| current.keys.get(id))?;
+        let (valid, ignored) = current.count(&checks, Role::Root, "not a key of the held policy");
+        let need = current.document.thresholds.root;
+        if valid.len() < need as usize {
+            return Err(PolicyError::Succession {
+                valid,
+                need,
+                held: current.version(),
+                ignored,
+            });
+        }
+        Ok(())
+    }
+
+    /// Which policy is in force when a machine starts with this one (its `--policy` file) and
+    /// `stored`, the newest it accepted in an earlier run (pushed since, perhaps): the newer one,
+    /// so that restarting with a stale file never rolls a revocation back. A newer file must
+    /// succeed the stored policy as a pushed one would ([`TrustPolicy::succeeds`]).
+    ///
+    /// # Errors
+    /// [`PolicyError::Invalid`] when both have the same version and different bytes, or what
+    /// [`TrustPolicy::succeeds`] returns when the file is newer but may not replace the stored one.
+    pub fn at_start(&self, stored: Option<&TrustPolicy>) -> Result<AtStart, PolicyError> {
+        let Some(stored) = stored else {
+            return Ok(AtStart::Given { replaces: 0 });
+        };
+        match self.version().cmp(&stored.version()) {
+            std::cmp::Ordering::Less => Ok(AtStart::Stored),
+            std::cmp::Ordering::Equal if self.toml == stored.toml => Ok(AtStart::Same),
+            std::cmp::Ordering::Equal => Err(PolicyError::Invalid(format!(
+                "the policy file has version {} like the policy this machine holds, but other \
+                 contents: raise its version",
+                self.version()
+            ))),
+            std::cmp::Ordering::Greater => {
+                self.succeeds(stored)?;
+                Ok(AtStart::Given {
+                    replaces: stored.version(),
+                })
+            }
+        }
+    }
+
+    /// The exact TOML bytes of the policy.
+    pub fn toml_bytes(&self) -> &[u8] {
+        &self.toml
+    }
+
+    /// The root signatures it was verified with; `None` for a policy parsed unverified.
+    pub fn envelope(&self) -> Option<&Envelope> {
+        self.envelope.as_ref()
+    }
+
+    /// The sha256 of its TOML bytes, `sha256:<hex>`.
+    pub fn digest(&self) -> String {
+        use sha2::Digest as _;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&self.toml)))
     }
 
     /// Whether this policy may replace `current`: only a higher version may.
@@ -397,12 +560,18 @@ impl TrustPolicy {
 fn decode_public_key(text: &str) -> Result<PublicKey, String> {
     let text = text.trim();
     if text.starts_with("-----BEGIN") {
-        return PublicKey::from_pem(text).map_err(|e| e.to_string());
+        return PublicKey::from_pem(text)
+            .map_err(|_| "public_key is not an Ed25519 public key in PEM form (SPKI)".to_owned());
     }
     let raw = base64::engine::general_purpose::STANDARD
         .decode(text)
         .map_err(|_| "public_key is neither PEM nor base64".to_owned())?;
-    PublicKey::from_raw_bytes(&raw).map_err(|e| e.to_string())
+    PublicKey::from_raw_bytes(&raw).map_err(|_| {
+        format!(
+            "public_key is {} bytes of base64, not the 32 bytes of an Ed25519 public key",
+            raw.len()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -539,6 +708,56 @@ pub(crate) mod tests {
             &anchors,
             "changed after signing",
         );
+    }
+
+    #[test]
+    fn a_successor_needs_the_root_threshold_of_the_policy_it_replaces() {
+        let keys = Keys::new();
+        let anchors = keys.anchors();
+        let [r0, r1] = [&keys.roots[0], &keys.roots[1]];
+        let load = |toml: &str, by: &[&SecretKey]| {
+            TrustPolicy::load_verified(toml.as_bytes(), &signed(toml, by), &anchors)
+                .expect("verified")
+        };
+        let v1 = load(&keys.toml(1, 1, ""), &[r0, r1]);
+        // One root key alone lowers the threshold to itself: its own policy is satisfied, but
+        // the held policy asked for two.
+        let lowered = keys.toml(2, 1, "").replace("root = 2", "root = 1");
+        let v2 = load(&lowered, &[r0]);
+        let err = v2.succeeds(&v1).expect_err("one root is not enough");
+        assert!(
+            err.to_string().contains(
+                "signed by 1 root key(s) of the policy version 1 it replaces, it needs 2"
+            ),
+            "{err}"
+        );
+        load(&lowered, &[r0, r1]).succeeds(&v1).expect("two roots");
+        // Versions still only go forward.
+        let err = v1.succeeds(&load(&lowered, &[r0, r1])).expect_err("older");
+        assert!(err.to_string().contains("older"), "{err}");
+        assert_eq!(v1.toml_bytes(), keys.toml(1, 1, "").as_bytes());
+        // At start, the newer of the file and the stored policy is in force.
+        let v2 = load(&lowered, &[r0, r1]);
+        assert_eq!(
+            v1.at_start(None).expect("none"),
+            AtStart::Given { replaces: 0 }
+        );
+        assert_eq!(v1.at_start(Some(&v2)).expect("older"), AtStart::Stored);
+        assert_eq!(
+            v2.at_start(Some(&v1)).expect("newer"),
+            AtStart::Given { replaces: 1 }
+        );
+        assert_eq!(v2.at_start(Some(&v2)).expect("same"), AtStart::Same);
+        let other = load(&keys.toml(2, 1, "# other\n"), &[r0, r1]);
+        assert!(
+            other
+                .at_start(Some(&v2))
+                .expect_err("same version")
+                .to_string()
+                .contains("raise its version")
+        );
+        assert!(load(&lowered, &[r0]).at_start(Some(&v1)).is_err());
+        assert!(v1.digest().starts_with("sha256:"));
     }
 
     #[test]

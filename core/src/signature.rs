@@ -52,12 +52,12 @@ impl fmt::Debug for KeyId {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The file could not be read.
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}: {error}")]
     Read {
         /// The file.
         path: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why. Shown in the message, so not also a `source`.
+        error: std::io::Error,
     },
     /// The text is not a key of the expected kind.
     #[error("{what} is not an Ed25519 {expected} in PEM form")]
@@ -225,6 +225,13 @@ impl Algorithm {
             Self::Ed25519 => "ed25519",
         }
     }
+
+    /// The length in bytes of every signature made with this algorithm.
+    pub fn signature_len(self) -> usize {
+        match self {
+            Self::Ed25519 => 64,
+        }
+    }
 }
 
 impl fmt::Display for Algorithm {
@@ -319,9 +326,9 @@ impl PublicKey {
 }
 
 fn read_key_file(path: &Path) -> Result<String, KeyError> {
-    std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+    std::fs::read_to_string(path).map_err(|error| KeyError::Read {
         path: path.display().to_string(),
-        source,
+        error,
     })
 }
 
@@ -389,9 +396,9 @@ impl TrustStore {
     /// # Errors
     /// [`KeyError`] when the path cannot be read or one of the files is not a public key.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let read_err = |source| KeyError::Read {
+        let read_err = |error| KeyError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         };
         if !path.is_dir() {
             return Ok(Self::new([PublicKey::from_file(path)?]));

@@ -19,6 +19,8 @@
 mod backoff;
 mod connection;
 mod job;
+mod policy;
+mod receipt;
 #[cfg(test)]
 mod tests;
 
@@ -40,12 +42,14 @@ use crate::Runtime;
 use crate::modules::ModuleStore;
 
 use backoff::Backoff;
+pub use connection::ClientTls;
 use connection::{End, Outbox};
 
 /// Settings of a host agent. Plain data: the binary fills it from flags and files.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    /// The scheduler's `HostLink` address, with its scheme: `http://127.0.0.1:7070`.
+    /// The scheduler's `HostLink` address, with its scheme: `https://127.0.0.1:7070` with
+    /// [`AgentConfig::tls`], `http://` without.
     pub scheduler: String,
     /// This node's stable name, chosen by the operator.
     pub node_id: String,
@@ -67,6 +71,15 @@ pub struct AgentConfig {
     /// On shutdown, how long running jobs have to stop after being cancelled, and how long the
     /// last attempt to deliver their results may take when the scheduler is unreachable.
     pub shutdown_grace: Duration,
+    /// Mutual TLS with the scheduler (`https://` addresses). `None` dials plaintext
+    /// (`http://`), for `--insecure` only.
+    pub tls: Option<ClientTls>,
+    /// The key this host signs an execution receipt with after each attempt it runs (its public
+    /// half is sent at registration). `None`: no receipts.
+    pub receipt_key: Option<vauban_audit::SecretKey>,
+    /// Policy mode: where the newest trust policy this host accepted is kept
+    /// ([`crate::keep_policy`]), so that a pushed policy outlives a restart.
+    pub trust_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -89,6 +102,9 @@ impl AgentConfig {
             reconnect_max: Duration::from_secs(5),
             max_module_bytes: 256 << 20,
             shutdown_grace: Duration::from_secs(5),
+            tls: None,
+            receipt_key: None,
+            trust_dir: None,
         }
     }
 }
@@ -108,7 +124,7 @@ pub async fn run_agent(
     runtime: Runtime,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let endpoint = connection::endpoint(&config.scheduler)?;
+    let endpoint = connection::endpoint(&config)?;
     let store = ModuleStore::open(&config.module_dir).with_context(|| {
         format!(
             "cannot open the module directory {}",

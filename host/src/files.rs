@@ -33,6 +33,21 @@ pub(crate) fn write_atomically(dir: &Dir, name: &str, bytes: &[u8]) -> io::Resul
     })
 }
 
+/// Like [`write_atomically`], and the file's bytes reach the disk before the rename, so that a
+/// crash leaves the old file or the new one, complete.
+pub(crate) fn write_synced(dir: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
+    let tmp = format!("{name}.{}.{n}.tmp", std::process::id());
+    let mut file = dir.create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    dir.rename(&tmp, dir, name).inspect_err(|_| {
+        let _ = dir.remove_file(&tmp);
+    })
+}
+
 /// Opens a directory the host owns, creating it (and its parents) owner-only if missing.
 pub(crate) fn open_private_dir(path: &Path) -> io::Result<Dir> {
     let mut builder = std::fs::DirBuilder::new();

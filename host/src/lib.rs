@@ -27,9 +27,11 @@ mod output;
 mod roots;
 mod runtime;
 mod sandbox;
+mod trust;
 
-pub use agent::{AgentConfig, run_agent};
+pub use agent::{AgentConfig, ClientTls, run_agent};
 pub use output::{OutputEvent, OutputSink, OutputStream};
 pub use runtime::{
     Entry, LoadError, LoadedModule, RunRequest, Runtime, RuntimeConfig, RuntimeStats, StartError,
 };
+pub use trust::{PolicyHolder, keep_policy, policy_at_start};

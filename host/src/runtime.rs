@@ -1,4 +1,9 @@
 //! The host runtime: verify, compile once, and run modules in sandboxes.
+//!
+//! Verification is against the runtime's publisher keys (keys-only mode) or, when it holds a
+//! trust policy, against the policy in force: its publisher threshold, revoked keys and revoked
+//! digests. A module's imports are read once when it loads and checked against each run's
+//! capabilities before the run is instantiated (`vauban_core::admission::check_imports`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use vauban_core::admission::{check_imports, verify_module};
 use vauban_core::outcome::{CapturedOutput, CodeSource};
 use vauban_core::{
-    Capabilities, ModuleDigest, ModuleKind, Outcome, RunReport, SignatureError, TrustStore,
-    Verified,
+    Capabilities, ModuleDigest, ModuleImports, ModuleKind, ModuleRefusal, Outcome, RunReport,
+    SignatureError, TrustStore, Verified,
 };
 use wasmtime::component::ResourceTable;
 use wasmtime::component::types::{ComponentExtern, ComponentItem};
@@ -27,6 +33,7 @@ use crate::limiter::MemoryLimiter;
 use crate::output::OutputSink;
 use crate::roots::AllowedRoots;
 use crate::sandbox::{self, Sandbox};
+use crate::trust::PolicyHolder;
 
 /// Operator settings of a host runtime. Plain data: the binary fills it from flags and files.
 #[derive(Clone, Debug)]
@@ -35,8 +42,13 @@ pub struct RuntimeConfig {
     pub cache_dir: PathBuf,
     /// Host directories under which guests may be given directories. Empty: none.
     pub allowed_roots: Vec<PathBuf>,
-    /// Publisher keys whose signatures this host accepts. Empty: nothing runs.
+    /// Publisher keys whose signatures this host accepts (keys-only mode). Empty: nothing runs.
+    /// Ignored when `policy` is set.
     pub trust: TrustStore,
+    /// Policy mode: the trust policy this host holds, which replaces `trust`. A module then
+    /// needs the policy's publisher threshold of unrevoked publisher keys and a digest it does
+    /// not revoke; the agent also checks each job's grant against it.
+    pub policy: Option<PolicyHolder>,
     /// Instances that may run at once; more runs wait for a free slot.
     pub max_instances: u32,
     /// The most linear memory any one instance may be given, in bytes.
@@ -55,6 +67,7 @@ impl RuntimeConfig {
             cache_dir: cache_dir.into(),
             allowed_roots: Vec::new(),
             trust: TrustStore::default(),
+            policy: None,
             max_instances: 16,
             max_memory_bytes: 4 << 30,
             fuel_metering: true,
@@ -80,6 +93,10 @@ pub enum LoadError {
     /// Its signature did not verify against the trust store. Nothing was compiled.
     #[error("refused: {0}")]
     Signature(SignatureError),
+    /// The trust policy refuses it: a revoked digest, or too few publisher signatures (a
+    /// revoked signer not counted). Nothing was compiled.
+    #[error("refused: {0}")]
+    Policy(ModuleRefusal),
     /// It is not valid WebAssembly.
     #[error("invalid {kind}: {message}")]
     Invalid {
@@ -107,6 +124,15 @@ pub enum LoadError {
 impl From<SignatureError> for LoadError {
     fn from(e: SignatureError) -> Self {
         Self::Signature(e)
+    }
+}
+
+impl From<ModuleRefusal> for LoadError {
+    fn from(e: ModuleRefusal) -> Self {
+        match e {
+            ModuleRefusal::Signature(e) => Self::Signature(e),
+            other => Self::Policy(other),
+        }
     }
 }
 
@@ -165,6 +191,11 @@ impl LoadedModule {
         &self.ready.verified
     }
 
+    /// What the module imports, read when it was loaded.
+    pub fn imports(&self) -> &ModuleImports {
+        &self.ready.imports
+    }
+
     /// How a run calls into it, as decided once when it was loaded.
     pub fn entry(&self) -> Entry {
         match self.ready.pre {
@@ -190,6 +221,10 @@ pub enum Entry {
 
 struct Ready {
     verified: Verified,
+    /// The version of the trust policy it verified under; 0 in keys-only mode. A module
+    /// verified under an older policy is verified again before it runs.
+    policy_version: u64,
+    imports: ModuleImports,
     pre: Pre,
 }
 
@@ -253,6 +288,7 @@ struct Inner {
     /// command may import `vauban:job/log` too).
     component_linker: wasmtime::component::Linker<ComponentState>,
     trust: TrustStore,
+    policy: Option<PolicyHolder>,
     cache: ArtifactCache,
     roots: AllowedRoots,
     /// One permit per instance the pooling allocator can hold: a full pool fails instantiation
@@ -293,6 +329,7 @@ impl Runtime {
                 core_linker,
                 component_linker,
                 trust: config.trust,
+                policy: config.policy,
                 cache,
                 roots,
                 slots: Semaphore::new(config.max_instances.max(1) as usize),
@@ -303,6 +340,35 @@ impl Runtime {
                 _ticker: ticker,
             }),
         })
+    }
+
+    /// The trust policy this runtime holds, in policy mode.
+    pub fn policy(&self) -> Option<&PolicyHolder> {
+        self.inner.policy.as_ref()
+    }
+
+    /// The version of the policy in force; 0 in keys-only mode.
+    fn policy_version(&self) -> u64 {
+        self.inner
+            .policy
+            .as_ref()
+            .map_or(0, |p| p.current().version())
+    }
+
+    /// The module loaded with this digest, unless it verified under a policy that has since been
+    /// replaced: it must then be verified again.
+    fn in_memory(&self, digest: &ModuleDigest) -> Option<Arc<Ready>> {
+        let mut loaded = self
+            .inner
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let ready = loaded.get(digest)?;
+        if ready.policy_version != self.policy_version() {
+            loaded.remove(digest);
+            return None;
+        }
+        Some(Arc::clone(ready))
     }
 
     /// Counters since start.
@@ -320,13 +386,7 @@ impl Runtime {
     /// bytes again; a module not in memory goes through [`Runtime::load`].
     pub fn loaded(&self, digest: &ModuleDigest) -> Option<LoadedModule> {
         let started = Instant::now();
-        let ready = self
-            .inner
-            .loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(digest)
-            .cloned()?;
+        let ready = self.in_memory(digest)?;
         self.inner
             .counters
             .memory_hits
@@ -344,8 +404,8 @@ impl Runtime {
     /// before the signature verifies.
     ///
     /// Modules in memory are keyed by the sha256 of their complete bytes, and only modules that
-    /// verified against this runtime's trust store (which never changes for its lifetime) get
-    /// there: identical bytes would verify identically, so they are not verified again.
+    /// verified against this runtime's trust store get there: identical bytes would verify
+    /// identically, so they are not verified again, unless the trust policy was replaced since.
     ///
     /// Compiling is CPU-bound and can take a second for a large module; async callers should
     /// call this from `spawn_blocking`.
@@ -354,14 +414,7 @@ impl Runtime {
     /// [`LoadError`] naming why the module cannot run.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, LoadError> {
         let started = Instant::now();
-        let cached = self
-            .inner
-            .loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&ModuleDigest::of(bytes))
-            .cloned();
-        if let Some(ready) = cached {
+        if let Some(ready) = self.in_memory(&ModuleDigest::of(bytes)) {
             self.inner
                 .counters
                 .memory_hits
@@ -372,11 +425,21 @@ impl Runtime {
                 load_time: started.elapsed(),
             });
         }
-        let verified = self.inner.trust.verify(bytes)?;
+        let (verified, policy_version) = match &self.inner.policy {
+            Some(policy) => {
+                let policy = policy.current();
+                (verify_module(&policy, bytes)?, policy.version())
+            }
+            None => (self.inner.trust.verify(bytes)?, 0),
+        };
         let digest = verified.digest;
 
         let engine = &self.inner.engine;
         let kind = verified.kind;
+        let imports = ModuleImports::of(bytes).map_err(|e| LoadError::Invalid {
+            kind,
+            message: e.to_string(),
+        })?;
         let (compiled, code_source) = match self.inner.cache.load(engine, &digest, kind)? {
             Some(compiled) => (compiled, CodeSource::DiskCache),
             None => {
@@ -459,7 +522,12 @@ impl Runtime {
                 }
             }
         };
-        let ready = Arc::new(Ready { verified, pre });
+        let ready = Arc::new(Ready {
+            verified,
+            policy_version,
+            imports,
+            pre,
+        });
         self.inner
             .loaded
             .lock()
@@ -498,6 +566,16 @@ impl Runtime {
             denials: Vec::new(),
         };
         let limits = request.capabilities.limits;
+        // Deny by default, before anything is instantiated: an import the run's capabilities do
+        // not cover (sockets without a network destination, an interface outside the baseline
+        // that the run does not list) ends it here.
+        if let Err(denied) = check_imports(&module.ready.imports, &request.capabilities) {
+            report.outcome = Outcome::Denied {
+                capability: format!("import {}", denied.import),
+                reason: denied.reason,
+            };
+            return report;
+        }
         // A job gets its input as `run`'s argument, a command on its stdin.
         let (stdin, input) = match module.entry() {
             Entry::Command => (request.stdin, Vec::new()),

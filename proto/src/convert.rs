@@ -95,6 +95,7 @@ pub fn capabilities_from_proto(
         network,
         limits,
         config,
+        interfaces,
     } = caps;
     let env = env
         .into_iter()
@@ -168,6 +169,14 @@ pub fn capabilities_from_proto(
         }
         config_map.insert(name, value);
     }
+    for (i, name) in interfaces.iter().enumerate() {
+        if name.is_empty() || name.chars().any(char::is_whitespace) {
+            return Err(InvalidField::new(
+                format!("capabilities.interfaces[{i}]"),
+                format!("{name:?} is not an interface name such as wasi:http/outgoing-handler"),
+            ));
+        }
+    }
     Ok(Capabilities {
         args,
         env,
@@ -175,6 +184,7 @@ pub fn capabilities_from_proto(
         network,
         limits: limits_from_proto(limits, defaults),
         config: config_map,
+        interfaces,
     })
 }
 
@@ -187,6 +197,7 @@ impl From<Capabilities> for v1::Capabilities {
             network,
             limits,
             config,
+            interfaces,
         } = c;
         Self {
             args,
@@ -214,6 +225,7 @@ impl From<Capabilities> for v1::Capabilities {
                 .into_iter()
                 .map(|(name, value)| v1::EnvVar { name, value })
                 .collect(),
+            interfaces,
         }
     }
 }
@@ -384,6 +396,7 @@ mod tests {
                 ("greeting".into(), "hi".into()),
                 ("mode".into(), String::new()),
             ]),
+            interfaces: vec!["wasi:http/outgoing-handler".into()],
         };
         let wire = v1::Capabilities::from(caps.clone());
         assert_eq!(
@@ -404,6 +417,11 @@ mod tests {
         empty.config.push(config(""));
         let err = capabilities_from_proto(empty, Limits::DEFAULT).expect_err("empty key");
         assert_eq!(err.field, "capabilities.config[2].name");
+
+        let mut spaced = wire.clone();
+        spaced.interfaces.push("wasi:http outgoing".into());
+        let err = capabilities_from_proto(spaced, Limits::DEFAULT).expect_err("bad interface");
+        assert_eq!(err.field, "capabilities.interfaces[1]");
 
         let mut twice = wire;
         twice.config.push(config("greeting"));

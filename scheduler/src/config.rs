@@ -11,8 +11,14 @@ use vauban_core::{Limits, TrustStore};
 pub struct SchedulerConfig {
     /// Where the state lives; the store is `data_dir/state.redb`. Created if missing.
     pub data_dir: PathBuf,
-    /// Publisher keys a module must be signed by to be accepted.
+    /// Publisher keys a module must be signed by to be accepted (keys-only mode). Ignored when
+    /// `policy` is set.
     pub trust: TrustStore,
+    /// Policy mode: the trust policy in force (verified against the pinned roots), which
+    /// replaces `trust`. Modules need its publisher threshold and unrevoked digests; every job
+    /// needs a grant that verifies under it and allows what the job asks for on one of its node
+    /// classes. `None`: keys-only mode.
+    pub policy: Option<crate::PolicyHolder>,
     /// How often hosts are told to heartbeat (in `Registered`), and how often the scheduler
     /// looks for silent hosts.
     pub heartbeat_interval: Duration,
@@ -26,6 +32,10 @@ pub struct SchedulerConfig {
     /// The audit log to keep, if any: admission decisions, placements, results and
     /// cancellations, with signed checkpoints.
     pub audit: Option<crate::AuditConfig>,
+    /// Mutual TLS: the scheduler's certificate, and how clients and hosts are authenticated.
+    /// `None` serves plaintext with no identities, every role allowed: only for `--insecure`
+    /// and tests that are about something else.
+    pub tls: Option<crate::ServerTls>,
 }
 
 impl SchedulerConfig {
@@ -35,11 +45,13 @@ impl SchedulerConfig {
         Self {
             data_dir: data_dir.into(),
             trust,
+            policy: None,
             heartbeat_interval: Duration::from_secs(1),
             down_after: Duration::from_secs(3),
             default_limits: Limits::DEFAULT,
             max_module_bytes: 64 << 20,
             audit: None,
+            tls: None,
         }
     }
 }

@@ -130,8 +130,14 @@ pub(crate) struct JobSpec {
     pub(crate) restart: RestartPolicy,
     /// 0..=100: higher is placed first and may preempt lower-priority batch work.
     pub(crate) priority: u8,
-    /// Constraints, affinities and spreads.
+    /// Constraints, affinities and spreads; in policy mode also the node classes its grant
+    /// allows it on, set at admission.
     pub(crate) placement: PlacementSpec,
+    /// The capability grant as the client sent it (a DSSE envelope, JSON), sent with every
+    /// assignment so that each host checks it itself. Required in policy mode.
+    // `default`: job records stored before this field existed still read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) grant: Option<String>,
 }
 
 impl JobSpec {
@@ -645,6 +651,7 @@ mod tests {
             },
             priority: DEFAULT_PRIORITY,
             placement: PlacementSpec::default(),
+            grant: None,
         };
         JobRecord::new(JobId::from("j".to_owned()), spec, 1)
     }

@@ -12,6 +12,7 @@
 
 mod audit;
 mod config;
+pub mod identity;
 mod job;
 mod module;
 mod node;
@@ -20,12 +21,14 @@ mod server;
 mod service;
 mod state;
 mod store;
+mod trust;
 
 pub use audit::AuditConfig;
 pub use config::SchedulerConfig;
 pub use job::JobId;
 pub use node::NodeId;
-pub use server::serve;
+pub use server::{ServerTls, serve};
+pub use trust::PolicyHolder;
 
 /// Unix milliseconds now, for records shown to people. Durations that matter (heartbeats) are
 /// measured on tokio's monotonic clock instead.

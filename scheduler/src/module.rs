@@ -1,5 +1,6 @@
 //! The module registry: signed modules uploaded by clients, verified against the scheduler's
-//! trust store and kept by digest.
+//! trust (its publisher keys, or its trust policy's publishers, threshold and revocations) and
+//! kept by digest.
 //!
 //! Unlike jobs and nodes, modules need no owner task: the registry only ever adds entries keyed
 //! by their content, a module's bytes never change, and its record only gains namespaces, by a
@@ -9,9 +10,11 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use vauban_core::{KeyId, ModuleDigest, ModuleKind, SignatureError, TrustStore};
+use vauban_core::admission::verify_module;
+use vauban_core::{KeyId, ModuleDigest, ModuleKind, ModuleRefusal};
 
 use crate::store::{Store, StoreError};
+use crate::trust::Trust;
 
 /// What the scheduler records about a stored module.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,9 +39,10 @@ pub(crate) enum ModuleError {
     /// Larger than the configured maximum.
     #[error("module is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
-    /// Not WebAssembly, unsigned, altered after signing, or not signed by a trusted key.
+    /// Not WebAssembly, unsigned, altered after signing, not signed by a trusted key; under a
+    /// trust policy also a revoked digest, or too few publisher signatures.
     #[error(transparent)]
-    Signature(#[from] SignatureError),
+    Refused(#[from] ModuleRefusal),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -79,12 +83,12 @@ impl ModuleUpload {
 #[derive(Clone, Debug)]
 pub(crate) struct ModuleRegistry {
     store: Store,
-    trust: TrustStore,
+    trust: Trust,
     max_bytes: u64,
 }
 
 impl ModuleRegistry {
-    pub(crate) fn new(store: Store, trust: TrustStore, max_bytes: u64) -> Self {
+    pub(crate) fn new(store: Store, trust: Trust, max_bytes: u64) -> Self {
         Self {
             store,
             trust,
@@ -112,7 +116,10 @@ impl ModuleRegistry {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let verified = trust.verify(&bytes)?;
+            let verified = match &trust {
+                Trust::Keys(keys) => keys.verify(&bytes).map_err(ModuleRefusal::from)?,
+                Trust::Policy(policy) => verify_module(&policy.current(), &bytes)?,
+            };
             let record = ModuleRecord {
                 digest: verified.digest,
                 name,
@@ -146,7 +153,7 @@ impl ModuleRegistry {
 
 #[cfg(test)]
 mod tests {
-    use vauban_core::SecretKey;
+    use vauban_core::{SecretKey, TrustStore};
 
     use super::*;
 
@@ -169,8 +176,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("state.redb")).expect("open");
         let key = SecretKey::generate();
-        let registry =
-            ModuleRegistry::new(store, TrustStore::new([key.public_key().clone()]), 1 << 20);
+        let registry = ModuleRegistry::new(
+            store,
+            Trust::Keys(TrustStore::new([key.public_key().clone()])),
+            1 << 20,
+        );
         let signed = key.sign_module(TINY_MODULE).expect("sign");
 
         let record = registry

@@ -54,6 +54,10 @@ pub(crate) struct Registration {
     pub(crate) slots: u32,
     /// Memory it offers to jobs, bytes.
     pub(crate) memory_bytes: u64,
+    /// The key it signs execution receipts with (hex of the raw Ed25519 key), if it signs any.
+    // `default`: records stored before this field existed still read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) receipt_key: Option<String>,
 }
 
 /// Whether a node is connected.
@@ -99,7 +103,21 @@ pub(crate) enum ToHost {
         job: JobId,
         attempt: u32,
     },
+    /// A trust policy to install (the host verifies it itself).
+    Policy(PushedPolicy),
 }
+
+/// A trust policy on its way to a host; two are equal when their bytes are.
+#[derive(Clone, Debug)]
+pub(crate) struct PushedPolicy(pub(crate) std::sync::Arc<vauban_core::TrustPolicy>);
+
+impl PartialEq for PushedPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.toml_bytes() == other.0.toml_bytes()
+    }
+}
+
+impl Eq for PushedPolicy {}
 
 /// One attempt of a job, given to a host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +128,8 @@ pub(crate) struct Assignment {
     pub(crate) capabilities: Capabilities,
     pub(crate) stdin: Arc<[u8]>,
     pub(crate) program: String,
+    /// The job's grant (JSON), for the host to verify itself.
+    pub(crate) grant: Option<String>,
 }
 
 /// What a host sends after registering.
@@ -129,11 +149,20 @@ pub(crate) enum HostEvent {
         attempt: u32,
         chunk: OutputChunk,
     },
+    /// An attempt's guest is about to run (verified and loaded).
+    Started {
+        job: JobId,
+        attempt: u32,
+        /// By the host's clock.
+        started_at_ms: u64,
+    },
     /// An attempt ended.
     Finished {
         job: JobId,
         attempt: u32,
         end: RunEnd,
+        /// The host's signed execution receipt, if it sent one.
+        receipt: Option<crate::audit::ReceiptClaim>,
     },
 }
 
@@ -451,6 +480,7 @@ mod tests {
                 labels: BTreeMap::new(),
                 slots: 4,
                 memory_bytes: 1000,
+                receipt_key: None,
             },
             Connection {
                 id: 1,
@@ -546,6 +576,7 @@ mod tests {
                 capabilities: vauban_core::Capabilities::default(),
                 stdin: Vec::new().into(),
                 program: "job".into(),
+                grant: None,
             })
         };
         for job in ["x", "y"] {

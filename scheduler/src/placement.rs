@@ -8,16 +8,19 @@
 //! - `Cluster::place(&ask)` decides without changing anything; `Cluster::commit(&ask, &placement)`
 //!   then takes the instance's resources (and frees the preempted ones) so that the next
 //!   `place` of the same pass sees them.
-//! - A node gets work only if it is `schedulable`, passes every constraint, and has a free slot
-//!   and the memory (after preempting, if the placement says so).
+//! - A node gets work only if it is `schedulable`, belongs to one of the job's node classes
+//!   when it has any, passes every constraint, and has a free slot and the memory (after
+//!   preempting, if the placement says so).
 //!
 //! # How a node is chosen
 //!
 //! Nomad's scheduler is the model, in four steps:
 //!
 //! 1. **Feasibility.** A node is ruled out if it is not schedulable (counted under its
-//!    `unschedulable_reason`), if the ask wants another node ("not the requested node"), or by
-//!    the first constraint it fails (counted under the constraint as text, `jurisdiction = FR`).
+//!    `unschedulable_reason`), if the ask wants another node ("not the requested node"), if the
+//!    job has node classes (from its grant) and the node matches none of them (counted under
+//!    "not in node class eu"), or by the first constraint it fails (counted under the
+//!    constraint as text, `jurisdiction = FR`).
 //! 2. **Room.** Every instance takes one slot and `memory_bytes`; a feasible node without a
 //!    free slot is counted under "slots", else without the memory under "memory".
 //! 3. **Score**, higher wins, the sum of these parts (each shown in [`Candidate::parts`]):
@@ -155,6 +158,22 @@ pub struct PlacementSpec {
     pub affinities: Vec<Affinity>,
     /// Scored.
     pub spreads: Vec<Spread>,
+    /// The node classes the job may run on, from its grant (policy mode): a node must match at
+    /// least one. Empty: no such restriction (keys-only mode). Set by admission, never by a
+    /// client.
+    // `default`: job records stored before this field existed still read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_classes: Vec<NodeClassMatch>,
+}
+
+/// A node class as placement tests it: a node matches when it carries every one of these
+/// labels with this value (`vauban_core::policy::NodeClass::matches`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeClassMatch {
+    /// The class's name in the trust policy.
+    pub name: String,
+    /// The labels a node must carry.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// An instance already on a node, as preemption sees it.
@@ -247,8 +266,8 @@ pub struct Explanation {
     /// Nodes looked at (may be fewer than `nodes` when enough candidates were found).
     pub evaluated: usize,
     /// Nodes ruled out before resources: by reason ("down", "draining", "ineligible",
-    /// "not the requested node") or by the first constraint they fail, written as the
-    /// constraint is (`jurisdiction = FR`), each node counted once.
+    /// "not the requested node", "not in node class eu"), or by the first constraint they
+    /// fail, written as the constraint is (`jurisdiction = FR`), each node counted once.
     pub filtered: BTreeMap<String, usize>,
     /// Nodes passing the constraints but without room: by resource ("slots", "memory").
     pub exhausted: BTreeMap<String, usize>,
@@ -912,6 +931,8 @@ impl Eviction {
 struct Search<'c> {
     cluster: &'c Cluster,
     memory: u64,
+    /// By node class of the job: the tests of its labels. Empty: no node class restriction.
+    node_classes: Vec<Vec<Test<'c>>>,
     constraints: Vec<Test<'c>>,
     /// With weight / Σ |weights|.
     affinities: Vec<(Test<'c>, f64)>,
@@ -922,6 +943,8 @@ struct Search<'c> {
 
     evaluated: usize,
     unschedulable: Vec<(&'static str, usize)>,
+    /// Nodes in none of the job's node classes.
+    outside_classes: usize,
     /// By constraint: the nodes that fail it first.
     failed: Vec<usize>,
     not_requested: usize,
@@ -938,6 +961,17 @@ struct Search<'c> {
 impl<'c> Search<'c> {
     fn new(cluster: &'c Cluster, ask: &Ask<'_>) -> Self {
         let spec = ask.spec;
+        let node_classes = spec
+            .node_classes
+            .iter()
+            .map(|class| {
+                class
+                    .labels
+                    .iter()
+                    .map(|(label, value)| cluster.test(label, &Operator::Eq(value.clone())))
+                    .collect()
+            })
+            .collect();
         let constraints: Vec<Test<'c>> = spec
             .constraints
             .iter()
@@ -971,6 +1005,8 @@ impl<'c> Search<'c> {
         let mut search = Self {
             cluster,
             memory: ask.memory_bytes,
+            node_classes,
+            outside_classes: 0,
             failed: vec![0; constraints.len()],
             constraints,
             affinities,
@@ -1056,7 +1092,18 @@ impl<'c> Search<'c> {
 
     fn feasible(&self, class: usize) -> bool {
         self.cluster.classes[class].reason.is_empty()
+            && self.in_node_class(class)
             && self.constraints.iter().all(|t| t.passes(class))
+    }
+
+    /// Whether the nodes of `class` belong to one of the job's node classes (true when it has
+    /// none).
+    fn in_node_class(&self, class: usize) -> bool {
+        self.node_classes.is_empty()
+            || self
+                .node_classes
+                .iter()
+                .any(|tests| tests.iter().all(|t| t.passes(class)))
     }
 
     /// Whether the nodes of `class` may get work; if not, counts `nodes` of them as filtered.
@@ -1067,6 +1114,10 @@ impl<'c> Search<'c> {
                 Some((_, count)) => *count += nodes,
                 None => self.unschedulable.push((reason, nodes)),
             }
+            return false;
+        }
+        if !self.in_node_class(class) {
+            self.outside_classes += nodes;
             return false;
         }
         match self.constraints.iter().position(|t| !t.passes(class)) {
@@ -1346,6 +1397,19 @@ impl<'c> Search<'c> {
         }
         if self.not_requested > 0 {
             *filtered.entry(NOT_REQUESTED.to_owned()).or_default() += self.not_requested;
+        }
+        if self.outside_classes > 0 {
+            let names: Vec<&str> = ask
+                .spec
+                .node_classes
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            let key = match names.as_slice() {
+                [one] => format!("not in node class {one}"),
+                many => format!("not in node classes {}", many.join(", ")),
+            };
+            *filtered.entry(key).or_default() += self.outside_classes;
         }
         for (constraint, &count) in ask.spec.constraints.iter().zip(&self.failed) {
             if count > 0 {
@@ -1683,6 +1747,76 @@ mod tests {
             );
             assert_eq!(explanation.evaluated, specs.len());
         }
+    }
+
+    #[test]
+    fn node_classes_restrict_placement_to_matching_nodes() {
+        let class = |name: &str, labels: &str| NodeClassMatch {
+            name: name.to_owned(),
+            labels: labels
+                .split(',')
+                .map(|pair| {
+                    let (k, v) = pair.split_once('=').expect("label=value");
+                    (k.to_owned(), v.to_owned())
+                })
+                .collect(),
+        };
+        let with = |classes: Vec<NodeClassMatch>| {
+            let mut job = job();
+            job.spec.node_classes = classes;
+            job
+        };
+        let cluster = cluster(&[
+            "a up jurisdiction=fr,classification=restricted",
+            "b up jurisdiction=fr",
+            "c up jurisdiction=us",
+            "d down jurisdiction=fr,classification=restricted",
+        ]);
+        let cases = [
+            (vec![], "a"),
+            (vec![class("eu", "jurisdiction=fr")], "a"),
+            (
+                vec![class(
+                    "restricted",
+                    "jurisdiction=fr,classification=restricted",
+                )],
+                "a",
+            ),
+            (vec![class("us", "jurisdiction=us")], "c"),
+            (
+                vec![class("mars", "jurisdiction=mars")],
+                "no node fits: 4 of 4 nodes evaluated; filtered: 3 not in node class mars, 1 down",
+            ),
+            (
+                vec![
+                    class("mars", "jurisdiction=mars"),
+                    class("moon", "jurisdiction=moon"),
+                ],
+                "no node fits: 4 of 4 nodes evaluated; filtered: 3 not in node classes mars, \
+                 moon, 1 down",
+            ),
+        ];
+        for (classes, expected) in cases {
+            let names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
+            assert_eq!(place(&cluster, &with(classes)), expected, "{names:?}");
+        }
+        // One node at a time: exactly the nodes of a class (that are up) may take the job.
+        for (id, fits) in [("a", true), ("b", false), ("c", false)] {
+            let job = with(vec![class("restricted", "classification=restricted")]).only(id);
+            assert_eq!(cluster.place(&job.ask()).is_ok(), fits, "{id}");
+        }
+        // A full scan counts every node outside the class, and spreads see only the class.
+        let job = with(vec![class("eu", "jurisdiction=fr")]).spread("jurisdiction", "");
+        let placed = cluster.place(&job.ask()).expect("placed");
+        assert_eq!(
+            placed.explanation.filtered.get("not in node class eu"),
+            Some(&1)
+        );
+        assert!(
+            ["a", "b"].contains(&placed.node.as_str()),
+            "{}",
+            placed.node
+        );
     }
 
     #[test]

@@ -55,7 +55,7 @@ use tracing::{Instrument as _, debug, error, info, info_span, warn};
 use vauban_audit::entry as audit;
 use vauban_core::ModuleDigest;
 
-use crate::audit::AuditSink;
+use crate::audit::{Accompanied, AuditSink, ReceiptClaim, receipt_entry};
 use crate::job::{
     AllocState, DEFAULT_NAMESPACE, JobId, JobKind, JobRecord, JobSpec, JobState, OutputChunk,
     Restart, RunEnd,
@@ -69,6 +69,7 @@ use crate::store::{JobWrite, RecordKind, Store, StoreError};
 
 #[cfg(test)]
 mod tests;
+mod trust;
 
 /// Commands waiting for the state task. Senders wait when it is full, which slows hosts and
 /// clients down instead of growing memory.
@@ -83,11 +84,14 @@ const MAX_BATCH: usize = 256;
 const WATCH_BUFFER: usize = 1024;
 
 /// What the state task needs to know of the configuration.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct StateConfig {
     /// A ready node silent for longer is marked down; a node known from before a restart that
     /// has not reconnected within it too.
     pub(crate) down_after: Duration,
+    /// The trust policy in force, in policy mode. The state task is the one that replaces it
+    /// (see [`trust`]).
+    pub(crate) policy: Option<crate::trust::PolicyHolder>,
 }
 
 /// Why a command failed. The gRPC edge turns it into a status.
@@ -186,9 +190,9 @@ pub(crate) struct PlannedInstance {
 /// Everything the state task does, and nothing else.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Accept a job (its module must be stored in its namespace).
+    /// Accept a job (its module must be stored in its namespace). Boxed: a spec is large.
     Submit {
-        spec: JobSpec,
+        spec: Box<JobSpec>,
         reply: Reply<JobRecord>,
     },
     Get {
@@ -215,6 +219,12 @@ pub(crate) enum Command {
     Plan {
         spec: Box<JobSpec>,
         reply: Reply<Vec<PlannedInstance>>,
+    },
+    /// Install a newer trust policy: persist it, push it to every host, stop what it no longer
+    /// trusts.
+    InstallPolicy {
+        policy: Box<vauban_core::TrustPolicy>,
+        reply: Reply<Result<Arc<vauban_core::TrustPolicy>, vauban_core::PolicyError>>,
     },
     /// A host registered on a new stream; `outbound` carries what is sent to it.
     NodeConnected {
@@ -267,6 +277,12 @@ pub(crate) enum Command {
     },
     /// Time passed: look for silent nodes, drain deadlines and restarts due.
     Tick,
+    /// Record decisions taken outside the state task (module uploads) in the audit log: they
+    /// are committed with the next batch, and the reply waits for that commit.
+    Audit {
+        entries: Vec<audit::Entry>,
+        reply: Reply<()>,
+    },
 }
 
 /// What a watcher receives.
@@ -312,7 +328,11 @@ impl SchedulerHandle {
     }
 
     pub(crate) async fn submit(&self, spec: JobSpec) -> Result<JobRecord, SchedulerError> {
-        self.ask(|reply| Command::Submit { spec, reply }).await?
+        self.ask(|reply| Command::Submit {
+            spec: Box::new(spec),
+            reply,
+        })
+        .await?
     }
 
     pub(crate) async fn get(&self, id: JobId) -> Result<JobRecord, SchedulerError> {
@@ -447,6 +467,28 @@ impl SchedulerHandle {
     pub(crate) async fn tick(&self) -> Result<(), SchedulerError> {
         self.send(Command::Tick).await
     }
+
+    /// Installs a newer trust policy, already verified against the pinned roots: see
+    /// [`trust`]. The inner error says why the policy may not replace the one in force.
+    pub(crate) async fn install_policy(
+        &self,
+        policy: vauban_core::TrustPolicy,
+    ) -> Result<Result<Arc<vauban_core::TrustPolicy>, vauban_core::PolicyError>, SchedulerError>
+    {
+        self.ask(|reply| Command::InstallPolicy {
+            policy: Box::new(policy),
+            reply,
+        })
+        .await?
+    }
+
+    /// Records entries in the audit log (if one is kept), durably before returning.
+    pub(crate) async fn record_audit(
+        &self,
+        entries: Vec<audit::Entry>,
+    ) -> Result<(), SchedulerError> {
+        self.ask(|reply| Command::Audit { entries, reply }).await?
+    }
 }
 
 /// Recovers the state from the store and starts the task that owns it.
@@ -491,6 +533,7 @@ pub(crate) async fn start(
                             labels: BTreeMap::new(),
                             slots: 0,
                             memory_bytes: 0,
+                            receipt_key: None,
                         },
                         eligible: true,
                         drain: None,
@@ -648,11 +691,17 @@ struct Batch {
     undo: Vec<Undo>,
     /// What to send after the commit, in the order the commands came.
     effects: Vec<Effect>,
+    /// Audit entries recording the batch's decisions, committed in its transaction (see
+    /// [`crate::audit`]), in the order they were taken.
+    audit: Vec<audit::Entry>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.undo.is_empty() && self.effects.is_empty()
+        self.writes.is_empty()
+            && self.undo.is_empty()
+            && self.effects.is_empty()
+            && self.audit.is_empty()
     }
 
     /// True when the batch changed this job.
@@ -689,12 +738,13 @@ enum Effect {
         reply: Reply<JobRecord>,
     },
     /// A job changed without an assignment (a result, a stale result, a preemption, a
-    /// failure): watchers are told. `ended` is the attempt whose result this records.
+    /// failure): watchers are told.
     Changed {
         job: Box<JobRecord>,
         why: &'static str,
-        ended: Option<u32>,
     },
+    /// Audit entries recorded for a caller: told whether the commit made them durable.
+    Recorded { reply: Reply<()> },
     /// An assignment made: the host is sent it and watchers are told.
     Assigned {
         job: Box<JobRecord>,
@@ -746,7 +796,7 @@ impl State {
 
     async fn handle(&mut self, command: Command) {
         match command {
-            Command::Submit { spec, reply } => self.submit(spec, reply).await,
+            Command::Submit { spec, reply } => self.submit(*spec, reply).await,
             Command::Get { id, reply } => {
                 if self.batch.touches(&id) {
                     self.settle().await;
@@ -869,6 +919,19 @@ impl State {
                 self.tick().await;
                 self.settle().await;
             }
+            Command::InstallPolicy { policy, reply } => {
+                self.settle().await;
+                let _ = reply.send(self.install_policy(*policy).await);
+                self.settle().await;
+            }
+            Command::Audit { entries, reply } => {
+                if self.audit.is_none() {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                self.batch.audit.extend(entries);
+                self.batch.effects.push(Effect::Recorded { reply });
+            }
         }
     }
 
@@ -889,18 +952,40 @@ impl State {
                 audit::Entry::Admission(audit::Admission {
                     at_ms,
                     decision: audit::Decision::Refused,
+                    subject: audit::Subject::Job,
                     job: String::new(),
                     module: spec.module.to_string(),
                     namespace: spec.namespace.clone(),
                     reason: refused.to_string(),
                 })
             });
-            self.answer(move || {
+            let send = move || {
                 let _ = reply.send(Err(refused));
-            });
+            };
+            if self.audit.is_some() {
+                // The refusal is answered once its record is committed, with the batch.
+                self.batch.effects.push(Effect::Answer(Box::new(send)));
+            } else {
+                self.answer(send);
+            }
             return;
         }
         let job = JobRecord::new(JobId::generate(), spec, self.clock.now_ms());
+        self.audit(|at_ms| {
+            audit::Entry::Admission(audit::Admission {
+                at_ms,
+                decision: audit::Decision::Accepted,
+                subject: audit::Subject::Job,
+                job: job.id.to_string(),
+                module: job.spec.module.to_string(),
+                namespace: job.spec.namespace.clone(),
+                reason: format!(
+                    "{} job, priority {}",
+                    job.spec.kind.name(),
+                    job.spec.priority
+                ),
+            })
+        });
         self.batch.undo.push(Undo::Accepted(job.id.clone()));
         self.batch.writes.insert(
             job.id.clone(),
@@ -950,9 +1035,9 @@ impl State {
         }
         let running: Vec<(NodeId, u32)> =
             job.running().map(|a| (a.node.clone(), a.attempt)).collect();
-        let cancelled = self.persist_one(job.cancelled(self.clock.now_ms())).await?;
-        info!(job = %id, "job cancelled");
-        self.audit(|at_ms| {
+        let cancelled = job.cancelled(self.clock.now_ms());
+        // Committed with the record of the cancellation, in one transaction.
+        let entry = self.audit_entry(|at_ms| {
             audit::Entry::Cancellation(audit::Cancellation {
                 at_ms,
                 job: id.to_string(),
@@ -960,6 +1045,14 @@ impl State {
                 reason: cancelled.message.clone(),
             })
         });
+        let write = JobWrite {
+            record: cancelled.clone(),
+            new: false,
+        };
+        self.commit(vec![write], entry.into_iter().collect())
+            .await
+            .map_err(SchedulerError::Store)?;
+        info!(job = %id, "job cancelled");
         for (node, attempt) in running {
             self.stop_now(&node, &id, attempt);
         }
@@ -1108,11 +1201,21 @@ impl State {
                 attempt,
                 chunk,
             } => self.output(&node_id, &job, attempt, chunk),
-            HostEvent::Finished { job, attempt, end } => {
+            HostEvent::Started {
+                job,
+                attempt,
+                started_at_ms,
+            } => self.started(&node_id, &job, attempt, started_at_ms),
+            HostEvent::Finished {
+                job,
+                attempt,
+                end,
+                receipt,
+            } => {
                 if self.batch.touches(&job) {
                     self.settle().await;
                 }
-                self.finished(node_id, job, attempt, end);
+                self.finished(node_id, job, attempt, end, receipt);
             }
         }
     }
@@ -1183,7 +1286,14 @@ impl State {
     /// Records an attempt's end, once: only if the job is running that very attempt on that
     /// node. The result of an attempt that was fenced (lost, preempted, stopped, or its job
     /// cancelled) is noted on that attempt as stale, never recorded as the job's.
-    fn finished(&mut self, node_id: NodeId, job_id: JobId, attempt: u32, end: RunEnd) {
+    fn finished(
+        &mut self,
+        node_id: NodeId,
+        job_id: JobId,
+        attempt: u32,
+        end: RunEnd,
+        receipt: Option<ReceiptClaim>,
+    ) {
         let key = (job_id.clone(), attempt);
         let occupancy = self
             .nodes
@@ -1201,6 +1311,28 @@ impl State {
             info!(node = %node_id, job = %job_id, attempt, "ignoring a result for an unknown job");
             return;
         };
+        // A receipt is recorded, checked, if it comes from the node that ran the attempt, even
+        // when the attempt was fenced since: the guest did run there.
+        let ran_here = job.allocation(attempt).is_some_and(|a| a.node == node_id);
+        if let Some(claim) = receipt
+            && ran_here
+            && self.audit.is_some()
+        {
+            let registered_key = self
+                .nodes
+                .get(&node_id)
+                .and_then(|n| n.registration.receipt_key.as_deref());
+            let with = Accompanied {
+                job: job_id.as_str(),
+                attempt,
+                node: node_id.as_str(),
+                module: job.spec.module.to_string(),
+                end: &end,
+                registered_key,
+            };
+            let entry = receipt_entry(self.clock.now_ms(), claim, &with);
+            self.batch.audit.push(entry);
+        }
         if !job.is_running_on(&node_id, attempt) {
             let from_that_node = job.allocation(attempt).is_some_and(|a| a.node == node_id);
             if from_that_node && let Some(noted) = job.with_stale_result(attempt, &end) {
@@ -1209,7 +1341,6 @@ impl State {
                 self.batch.effects.push(Effect::Changed {
                     job: Box::new(noted),
                     why: "stale result noted",
-                    ended: None,
                 });
             } else {
                 info!(node = %node_id, job = %job_id, attempt, "ignoring a result of an attempt that is not current");
@@ -1220,11 +1351,43 @@ impl State {
         // run again, once the host stops listing it. A result is never recorded twice, but may
         // be lost.
         let done = job.finished(attempt, end, self.clock.now_ms());
+        if let Some(alloc) = done.allocation(attempt) {
+            let (node, outcome) = (alloc.node.to_string(), alloc.message.clone());
+            self.audit(|at_ms| {
+                audit::Entry::Finish(audit::Finish {
+                    at_ms,
+                    job: job_id.to_string(),
+                    attempt,
+                    node,
+                    outcome,
+                })
+            });
+        }
         self.stage(done.clone());
         self.batch.effects.push(Effect::Changed {
             job: Box::new(done),
             why: "attempt finished",
-            ended: Some(attempt),
+        });
+    }
+
+    /// Records that an attempt's guest started, if the node runs that very attempt.
+    fn started(&mut self, node_id: &NodeId, job: &JobId, attempt: u32, started_at_ms: u64) {
+        let current = self
+            .jobs
+            .get(job)
+            .is_some_and(|j| j.is_running_on(node_id, attempt));
+        if !current {
+            debug!(node = %node_id, %job, attempt, "ignoring the start of an attempt that is not current");
+            return;
+        }
+        debug!(node = %node_id, %job, attempt, started_at_ms, "attempt started");
+        self.audit(|at_ms| {
+            audit::Entry::Start(audit::Start {
+                at_ms,
+                job: job.to_string(),
+                attempt,
+                node: node_id.to_string(),
+            })
         });
     }
 
@@ -1467,7 +1630,6 @@ impl State {
             self.batch.effects.push(Effect::Changed {
                 job: Box::new(record),
                 why: "preempted",
-                ended: None,
             });
         }
         let Some(job) = self.jobs.get(id) else {
@@ -1494,7 +1656,17 @@ impl State {
             capabilities: job.spec.capabilities.clone(),
             stdin: job.spec.stdin.clone(),
             program: job.spec.program().to_owned(),
+            grant: job.spec.grant.clone(),
         };
+        self.audit(|at_ms| {
+            audit::Entry::Placement(audit::Placement {
+                at_ms,
+                job: job.id.to_string(),
+                attempt: alloc.attempt,
+                node: alloc.node.to_string(),
+                explanation: alloc.placement.clone(),
+            })
+        });
         self.stage(job.clone());
         self.batch.effects.push(Effect::Assigned {
             job: Box::new(job),
@@ -1518,7 +1690,6 @@ impl State {
         self.batch.effects.push(Effect::Changed {
             job: Box::new(failed),
             why: "failed",
-            ended: None,
         });
     }
 
@@ -1773,16 +1944,9 @@ impl State {
             writes,
             undo,
             effects,
+            audit,
         } = std::mem::take(&mut self.batch);
-        let committed = if writes.is_empty() {
-            Ok(())
-        } else {
-            let writes: Vec<JobWrite> = writes.into_values().collect();
-            self.store
-                .call(move |s| s.write_jobs(&writes))
-                .await
-                .map_err(Arc::new)
-        };
+        let committed = self.commit(writes.into_values().collect(), audit).await;
         if let Err(e) = &committed {
             error!(error = %e, "cannot commit a batch of changes; undoing it");
             for step in undo.into_iter().rev() {
@@ -1841,54 +2005,19 @@ impl State {
             (Effect::Answer(send), _) => send(),
             (Effect::Accepted { job, reply }, None) => {
                 info!(job = %job.id, module = %job.spec.module, kind = job.spec.kind.name(), "job accepted");
-                self.audit(|at_ms| {
-                    audit::Entry::Admission(audit::Admission {
-                        at_ms,
-                        decision: audit::Decision::Accepted,
-                        job: job.id.to_string(),
-                        module: job.spec.module.to_string(),
-                        namespace: job.spec.namespace.clone(),
-                        reason: format!(
-                            "{} job, priority {}",
-                            job.spec.kind.name(),
-                            job.spec.priority
-                        ),
-                    })
-                });
                 let _ = reply.send(Ok(*job));
             }
             (Effect::Accepted { reply, .. }, Some(e)) => {
                 let _ = reply.send(Err(SchedulerError::Store(Arc::clone(e))));
             }
-            (
-                Effect::Changed {
-                    job,
-                    why,
-                    ended: attempt_ended,
-                },
-                None,
-            ) => {
+            (Effect::Changed { job, why }, None) => {
                 info!(job = %job.id, state = ?job.state, message = %job.message, "{why}");
-                if let Some(attempt) = attempt_ended {
-                    self.audit_finish(&job, attempt);
-                }
                 self.notify(&job);
             }
             (Effect::Changed { job, why, .. }, Some(_)) => {
                 error!(job = %job.id, "cannot commit a change ({why}); not applied");
             }
             (Effect::Assigned { job, assignment }, None) => {
-                if let Some(alloc) = job.allocations.last() {
-                    self.audit(|at_ms| {
-                        audit::Entry::Placement(audit::Placement {
-                            at_ms,
-                            job: job.id.to_string(),
-                            attempt: alloc.attempt,
-                            node: alloc.node.to_string(),
-                            explanation: alloc.placement.clone(),
-                        })
-                    });
-                }
                 if let Some(node) = job.last_node().and_then(|n| self.nodes.get_mut(n)) {
                     info!(job = %job.id, node = %node.id(), attempt = assignment.attempt, "job assigned");
                     node.assign(assignment);
@@ -1904,6 +2033,12 @@ impl State {
                 }
             }
             (Effect::Stop { .. }, Some(_)) => {}
+            (Effect::Recorded { reply }, None) => {
+                let _ = reply.send(Ok(()));
+            }
+            (Effect::Recorded { reply }, Some(e)) => {
+                let _ = reply.send(Err(SchedulerError::Store(Arc::clone(e))));
+            }
         }
     }
 
@@ -1929,12 +2064,6 @@ impl State {
             .await
     }
 
-    async fn persist_one(&self, job: JobRecord) -> Result<JobRecord, StoreError> {
-        let mut jobs = self.persist(vec![job]).await?;
-        jobs.pop()
-            .ok_or_else(|| StoreError::Task("persisted job went missing".to_owned()))
-    }
-
     /// Installs a committed transition: the job, the active set, and the job's watchers.
     fn apply(&mut self, job: JobRecord) {
         if job.state.is_terminal() {
@@ -1946,27 +2075,49 @@ impl State {
         self.jobs.insert(job.id.clone(), job);
     }
 
-    /// Records a committed decision in the audit log, if one is kept.
-    fn audit(&self, entry: impl FnOnce(u64) -> audit::Entry) {
-        if let Some(sink) = &self.audit {
-            sink.record(entry(self.clock.now_ms()));
+    /// Stages an audit entry recording a decision of the batch, if an audit log is kept: it is
+    /// committed with the batch, or dropped with it if the commit fails.
+    fn audit(&mut self, entry: impl FnOnce(u64) -> audit::Entry) {
+        if let Some(entry) = self.audit_entry(entry) {
+            self.batch.audit.push(entry);
         }
     }
 
-    /// Records the end of `attempt`, as committed in `job`.
-    fn audit_finish(&self, job: &JobRecord, attempt: u32) {
-        let Some(alloc) = job.allocation(attempt) else {
-            return;
+    /// An audit entry stamped now, if an audit log is kept.
+    fn audit_entry(&self, entry: impl FnOnce(u64) -> audit::Entry) -> Option<audit::Entry> {
+        self.audit.as_ref().map(|_| entry(self.clock.now_ms()))
+    }
+
+    /// Commits job writes and the audit entries recording them in one transaction (with the
+    /// deletion of outbox entries the audit writer has appended), then wakes the writer; see
+    /// [`crate::audit`].
+    async fn commit(
+        &mut self,
+        writes: Vec<JobWrite>,
+        entries: Vec<audit::Entry>,
+    ) -> Result<(), Arc<StoreError>> {
+        let outbox = match &self.audit {
+            Some(sink) => sink.outbox(&entries),
+            None => crate::store::OutboxWrite::nothing(),
         };
-        self.audit(|at_ms| {
-            audit::Entry::Finish(audit::Finish {
-                at_ms,
-                job: job.id.to_string(),
-                attempt,
-                node: alloc.node.to_string(),
-                outcome: alloc.message.clone(),
-            })
-        });
+        if writes.is_empty() && outbox.is_empty() {
+            return Ok(());
+        }
+        let written = outbox.clone();
+        let committed = self.store.call(move |s| s.commit(&writes, &written)).await;
+        match (committed, &mut self.audit) {
+            (Ok(end), Some(sink)) => {
+                sink.committed(end, &outbox);
+                Ok(())
+            }
+            (Ok(_), None) => Ok(()),
+            (Err(e), sink) => {
+                if let Some(sink) = sink {
+                    sink.failed();
+                }
+                Err(Arc::new(e))
+            }
+        }
     }
 
     fn notify(&mut self, job: &JobRecord) {

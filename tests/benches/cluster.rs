@@ -4,7 +4,8 @@
 //! A real scheduler and one real host agent (in this process, talking gRPC over loopback)
 //! run a trivial job (`hello`, a preview 1 module) submitted by a gRPC client that waits for
 //! each result with `WatchJob`; the raw figure is instantiate+run of the same loaded module
-//! on a runtime without the control plane. Both at concurrency 1 and 16.
+//! on a runtime without the control plane. Both at concurrency 1 and 16. Everything goes over
+//! mutual TLS, as in production, with certificates made here for the run.
 
 #![allow(missing_docs)]
 
@@ -13,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
-use vauban_host::{AgentConfig, RunRequest, Runtime, RuntimeConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use vauban_host::{AgentConfig, ClientTls, RunRequest, Runtime, RuntimeConfig};
 use vauban_proto::v1::{self, jobs_client::JobsClient, modules_client::ModulesClient};
 use vauban_scheduler::SchedulerConfig;
 use vauban_tests::{Publisher, Target, caps};
@@ -39,17 +40,41 @@ async fn bench() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let addr = format!("http://{}", listener.local_addr().expect("addr"));
-    let config = SchedulerConfig::new(dir.path().join("scheduler"), publisher.trust());
+    let addr = format!("https://{}", listener.local_addr().expect("addr"));
+    let pki = Pki::new();
+    let mut config = SchedulerConfig::new(dir.path().join("scheduler"), publisher.trust());
+    let (cert, key) = pki.issue("spiffe://vauban.local/scheduler/bench", true);
+    config.tls = Some(
+        vauban_scheduler::ServerTls::from_pem(
+            cert.as_bytes(),
+            key.as_bytes(),
+            pki.ca.as_bytes(),
+            None,
+        )
+        .expect("server tls"),
+    );
     let scheduler = tokio::spawn(vauban_scheduler::serve(listener, config, shutdown.clone()));
 
     let runtime = new_runtime(&publisher, &dir.path().join("cache"));
     let mut agent = AgentConfig::new(&addr, "bench", dir.path().join("modules"));
     agent.slots = SLOTS;
+    let (cert, key) = pki.issue("spiffe://vauban.local/host/bench", false);
+    agent.tls = Some(ClientTls {
+        ca_pem: pki.ca.clone().into_bytes(),
+        cert_pem: cert.into_bytes(),
+        key_pem: key.into_bytes(),
+    });
     let host = tokio::spawn(vauban_host::run_agent(agent, runtime, shutdown.clone()));
 
+    let (cert, key) = pki.issue("spiffe://vauban.local/client/submitter/bench", false);
     let channel = Channel::from_shared(addr)
         .expect("uri")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&pki.ca))
+                .identity(Identity::from_pem(cert, key)),
+        )
+        .expect("client tls")
         .connect()
         .await
         .expect("connect");
@@ -201,4 +226,44 @@ fn row(path: &str, concurrency: usize, sorted: Vec<Duration>, rate: f64) {
         format!("{:.2?}", percentile(&sorted, 0.99)),
         rate
     );
+}
+
+/// A CA for the run, and certificates from it.
+struct Pki {
+    ca: String,
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let key = rcgen::KeyPair::generate().expect("ca key");
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "vauban bench ca");
+        let ca = params.self_signed(&key).expect("ca").pem();
+        Self { ca, params, key }
+    }
+
+    /// A certificate (PEM) and its key (PEM) naming `uri`; a server one also names 127.0.0.1.
+    fn issue(&self, uri: &str, server: bool) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().expect("uri"))];
+        if server {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        }
+        params.use_authority_key_identifier_extension = true;
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
 }

@@ -2,10 +2,13 @@
 uploads a signed module, submits a job, follows it to the end and prints its output.
 
 Usage: submit_job.py SCHEDULER_ADDR MODULE.wasm [GUEST ARGS...]
+An https:// address is dialed with mutual TLS: the CA, the client certificate and its key are
+the PEM files named by VAUBAN_CA, VAUBAN_CERT and VAUBAN_KEY (as for the vauban CLI).
 Exits with the guest's exit code, or 125 if the job ended without one.
 """
 
 import hashlib
+import os
 import pathlib
 import sys
 import tempfile
@@ -30,7 +33,16 @@ def main() -> int:
     import grpc
     from vauban.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, modules_pb2, modules_pb2_grpc
 
-    channel = grpc.insecure_channel(addr.removeprefix("http://"))
+    if addr.startswith("https://"):
+        read = lambda var: pathlib.Path(os.environ[var]).read_bytes()
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read("VAUBAN_CA"),
+            private_key=read("VAUBAN_KEY"),
+            certificate_chain=read("VAUBAN_CERT"),
+        )
+        channel = grpc.secure_channel(addr.removeprefix("https://"), credentials)
+    else:
+        channel = grpc.insecure_channel(addr.removeprefix("http://"))
     grpc.channel_ready_future(channel).result(timeout=10)
     data = module_path.read_bytes()
     chunks = (modules_pb2.UploadModuleRequest(chunk=data[i : i + 65536], name=module_path.name if i == 0 else "")

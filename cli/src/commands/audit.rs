@@ -146,6 +146,12 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         report.entries,
         report.checkpoints.len()
     );
+    if report.receipts > 0 {
+        println!(
+            "receipts: {} execution receipts, each signed by the host key it names",
+            report.receipts
+        );
+    }
     if let (Some(origin), Some((size, root))) = (&report.origin, &report.latest) {
         println!("origin:  {origin}");
         println!("latest:  size {size}, root {root}");

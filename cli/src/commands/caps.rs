@@ -33,6 +33,12 @@ pub(crate) struct CapabilityArgs {
     /// A TCP/UDP destination the guest may connect to, ADDR:PORT (repeatable). Default: none.
     #[arg(long = "allow-net", value_name = "ADDR:PORT")]
     allow_net: Vec<SocketAddr>,
+    /// A host interface beyond the baseline (wasi:cli, wasi:io, wasi:clocks, wasi:random,
+    /// wasi:filesystem, vauban:job) that a component may import, e.g.
+    /// wasi:http/outgoing-handler (repeatable). A component importing any other is refused
+    /// before it starts; wasi:sockets needs --allow-net instead.
+    #[arg(long = "interface", value_name = "NAME", value_parser = parse_interface)]
+    interfaces: Vec<String>,
     /// Linear memory limit, e.g. 64MiB.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
     memory: u64,
@@ -58,6 +64,16 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     s.parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
         .map_err(|e| format!("{s:?} is not a size such as 64MiB or 1GB ({e})"))
+}
+
+/// An interface name as `--interface` takes it: `wasi:http/outgoing-handler[@VERSION]`.
+fn parse_interface(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains(char::is_whitespace) || !s.contains(':') {
+        return Err(format!(
+            "{s:?} is not an interface name such as wasi:http/outgoing-handler"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// Parses a duration as the flags and job spec files write it: `500ms`, `30s`, `2m`, `1h 30m`.
@@ -101,6 +117,7 @@ impl CapabilityArgs {
                 output_bytes: self.output_limit,
             },
             config: self.config.iter().cloned().collect(),
+            interfaces: self.interfaces.clone(),
         }
     }
 

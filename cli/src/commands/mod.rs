@@ -14,6 +14,7 @@ pub(crate) mod module;
 pub(crate) mod namespace;
 pub(crate) mod new;
 pub(crate) mod node;
+pub(crate) mod pki;
 pub(crate) mod policy;
 pub(crate) mod report;
 pub(crate) mod run;

@@ -9,6 +9,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use vauban_core::envelope::Envelope;
 use vauban_core::policy::POLICY_PAYLOAD_TYPE;
 use vauban_core::{Role, SecretKey, TrustPolicy, TrustStore};
+use vauban_proto::v1::{self, trust_client::TrustClient};
+
+use super::client::{ClientArgs, Format as ClientFormat};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PolicyCommand {
@@ -18,6 +21,31 @@ pub(crate) enum PolicyCommand {
     Verify(ShowArgs),
     /// Verify a policy and print its keys, thresholds, node classes and revocations.
     Show(ShowArgs),
+    /// Install a newer policy on the scheduler, which verifies it against its pinned roots and
+    /// pushes it to every host (each verifies it again). Revocations take effect at once.
+    Push(PushArgs),
+    /// Show the version and digest of the policy the scheduler holds.
+    Get(GetArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The signatures file; default: the policy's path with `.sig.json` appended.
+    #[arg(long, value_name = "FILE")]
+    signatures: Option<PathBuf>,
+    /// The policy file.
+    policy: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Write the policy's TOML here (and its signatures beside it, `.sig.json`).
+    #[arg(long, value_name = "FILE")]
+    save: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -37,6 +65,10 @@ pub(crate) struct ShowArgs {
     /// The signatures file; default: the policy's path with `.sig.json` appended.
     #[arg(long, value_name = "FILE")]
     signatures: Option<PathBuf>,
+    /// The policy this machine holds (its signatures in FILE.sig.json, verified with the same
+    /// roots): the policy is refused unless its version is higher.
+    #[arg(long, value_name = "FILE")]
+    current: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     output: Format,
@@ -55,6 +87,64 @@ pub(crate) fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
         PolicyCommand::Sign(args) => sign(args),
         PolicyCommand::Verify(args) => show(args, false),
         PolicyCommand::Show(args) => show(args, true),
+        PolicyCommand::Push(args) => remote(push(args)),
+        PolicyCommand::Get(args) => remote(get(args)),
+    }
+}
+
+fn remote(
+    command: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(command)
+}
+
+async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
+    let toml = std::fs::read(&args.policy)
+        .with_context(|| format!("reading {}", args.policy.display()))?;
+    let sig_path = args
+        .signatures
+        .unwrap_or_else(|| signatures_path(&args.policy));
+    let signatures = std::fs::read(&sig_path)
+        .with_context(|| format!("reading the policy's signatures {}", sig_path.display()))?;
+    let installed = TrustClient::new(args.client.connect().await?)
+        .set_policy(v1::SetPolicyRequest { toml, signatures })
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))
+        .with_context(|| format!("the scheduler refused {}", args.policy.display()))?
+        .into_inner();
+    print_remote(args.client.output, &installed, "installed");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    let policy = TrustClient::new(args.client.connect().await?)
+        .get_policy(v1::GetPolicyRequest {})
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+        .into_inner();
+    if let Some(path) = &args.save {
+        write_replacing(path, &policy.toml)?;
+        write_replacing(&signatures_path(path), &policy.signatures)?;
+    }
+    print_remote(args.client.output, &policy, "in force");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_remote(format: ClientFormat, policy: &v1::Policy, what: &str) {
+    match format {
+        ClientFormat::Json => println!(
+            "{}",
+            serde_json::json!({ "version": policy.version, "digest": policy.digest })
+        ),
+        ClientFormat::Table => {
+            println!(
+                "policy version {} {what} ({})",
+                policy.version, policy.digest
+            );
+        }
     }
 }
 
@@ -130,6 +220,13 @@ pub(crate) fn load_verified(
 
 fn show(args: ShowArgs, everything: bool) -> anyhow::Result<ExitCode> {
     let policy = load_verified(&args.policy, args.signatures.as_deref(), &args.roots)?;
+    if let Some(current) = &args.current {
+        let held = load_verified(current, None, &args.roots)
+            .with_context(|| format!("the current policy {}", current.display()))?;
+        policy
+            .replaces(&held)
+            .with_context(|| format!("policy {} refused", args.policy.display()))?;
+    }
     let doc = policy.document();
     if let Format::Json = args.output {
         println!("{}", serde_json::to_string_pretty(doc)?);

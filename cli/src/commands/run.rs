@@ -6,6 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Args;
 use vauban_proto::v1::{self, jobs_client::JobsClient};
 
@@ -18,6 +19,11 @@ pub(crate) struct RunArgs {
     module: PathBuf,
     #[command(flatten)]
     caps: CapabilityArgs,
+    /// The capability grant for the module (as `vauban grant create` and `grant sign` write
+    /// it). A scheduler holding a trust policy admits the job only with a grant that verifies
+    /// and allows what the job asks for.
+    #[arg(long, value_name = "FILE")]
+    grant: Option<PathBuf>,
     /// Run only on nodes with this label, KEY=VALUE (repeatable).
     #[arg(long = "label-selector", short = 'l', value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
     labels: Vec<(String, String)>,
@@ -40,6 +46,12 @@ pub(crate) struct RunArgs {
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir()?;
     let bytes = super::read_module(&args.module)?;
+    let grant = match &args.grant {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("reading grant {}", path.display()))?
+        }
+        None => Vec::new(),
+    };
     let name = args
         .name
         .clone()
@@ -56,6 +68,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         label_selector: args.labels.iter().cloned().collect::<HashMap<_, _>>(),
         namespace: args.namespace.clone(),
         r#type: v1::JobType::Batch as i32,
+        grant,
         ..v1::JobSpec::default()
     };
     let mut jobs = JobsClient::new(channel)

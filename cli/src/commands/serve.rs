@@ -1,11 +1,12 @@
 //! What the long-running commands (`scheduler`, `host`, `dev`) share: shutdown on SIGINT or
-//! SIGTERM, and the host runtime built from flags.
+//! SIGTERM, the trust policy flags, and the host runtime built from flags.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use clap::Args;
 use tokio_util::sync::CancellationToken;
-use vauban_core::TrustStore;
+use vauban_core::{TrustPolicy, TrustStore};
 use vauban_host::{Runtime, RuntimeConfig};
 
 /// A token cancelled at the first SIGINT or SIGTERM.
@@ -25,16 +26,75 @@ pub(crate) fn shutdown_on_signal() -> anyhow::Result<CancellationToken> {
     Ok(token)
 }
 
+/// Policy mode: a trust policy, verified against the pinned roots, in place of `--trust` keys.
+#[derive(Debug, Args)]
+pub(crate) struct PolicyArgs {
+    /// The trust policy (TOML; its root signatures in FILE.sig.json, as `vauban policy sign`
+    /// writes them). Replaces --trust: modules need the policy's publisher signatures, and every
+    /// job a grant signed by its authorizers. Without it, only --trust keys are checked
+    /// (keys-only mode).
+    #[arg(long, env = "VAUBAN_POLICY", value_name = "FILE", requires = "roots")]
+    pub(crate) policy: Option<PathBuf>,
+    /// The pinned root public keys the policy must be signed by: a directory of *.pub files.
+    #[arg(long, env = "VAUBAN_ROOTS", value_name = "DIR", requires = "policy")]
+    pub(crate) roots: Option<PathBuf>,
+}
+
+impl PolicyArgs {
+    /// The policy, verified against the roots, and the roots; `None` without `--policy`.
+    ///
+    /// # Errors
+    /// The files cannot be read, or the policy does not verify.
+    pub(crate) fn load(&self) -> anyhow::Result<Option<(TrustPolicy, TrustStore)>> {
+        let (Some(policy), Some(roots)) = (&self.policy, &self.roots) else {
+            return Ok(None);
+        };
+        let verified = super::policy::load_verified(policy, None, roots)?;
+        let anchors = TrustStore::load(roots)
+            .with_context(|| format!("loading root keys {}", roots.display()))?;
+        tracing::info!(
+            policy = %policy.display(),
+            version = verified.version(),
+            "trust policy loaded"
+        );
+        Ok(Some((verified, anchors)))
+    }
+}
+
+/// A host's copy of the trust policy, in policy mode: the newer of `loaded` (its `--policy`)
+/// and the one it kept under `data_dir/trust` from a push in an earlier run; and that directory,
+/// where pushed policies are kept from now on.
+///
+/// # Errors
+/// The kept policy cannot be read or does not verify, or `--policy` may not replace it.
+pub(crate) fn host_policy(
+    loaded: Option<(TrustPolicy, TrustStore)>,
+    data_dir: &Path,
+) -> anyhow::Result<(Option<vauban_host::PolicyHolder>, Option<PathBuf>)> {
+    let Some((policy, roots)) = loaded else {
+        return Ok((None, None));
+    };
+    let dir = data_dir.join("trust");
+    let policy = vauban_host::policy_at_start(policy, &roots, &dir)?;
+    Ok((
+        Some(vauban_host::PolicyHolder::new(policy, roots)),
+        Some(dir),
+    ))
+}
+
 /// A host runtime with its cache under `data_dir/cache`.
+/// In policy mode (`policy`), the trust policy replaces `trust`.
 pub(crate) fn host_runtime(
     data_dir: &Path,
     trust: TrustStore,
+    policy: Option<vauban_host::PolicyHolder>,
     allowed_roots: Vec<PathBuf>,
     slots: u32,
     max_memory_bytes: u64,
 ) -> anyhow::Result<Runtime> {
     let mut config = RuntimeConfig::new(data_dir.join("cache"));
     config.trust = trust;
+    config.policy = policy;
     config.allowed_roots = allowed_roots;
     config.max_instances = slots;
     config.max_memory_bytes = max_memory_bytes;

@@ -3,8 +3,8 @@
 //! reported with the field that holds it rather than as a refusal from the scheduler.
 //!
 //! Parsing is split from I/O: [`parse`] is a pure function of the text and the file's path
-//! (relative paths in the file are taken from the file's directory), [`load`] reads the file
-//! and a `stdin_file`. The format is documented in `docs/job-spec.md`; keep the two in step.
+//! (relative paths in the file are taken from the file's directory), [`load`] reads the file,
+//! a `stdin_file` and a `grant`. The format is documented in `docs/job-spec.md`; keep the two in step.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -40,6 +40,9 @@ pub(crate) struct JobFile {
     pub(crate) module: ModuleSource,
     /// The file the guest's stdin is read from, absolute; `None` for inline or empty stdin.
     pub(crate) stdin_file: Option<PathBuf>,
+    /// The capability grant file (as `vauban grant` writes it), absolute; its bytes go in
+    /// `spec.grant` once [`load`] has read it. `None`: no grant.
+    pub(crate) grant_file: Option<PathBuf>,
 }
 
 /// Where a spec's module comes from.
@@ -76,7 +79,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
     }
 }
 
-/// Reads and checks a job spec file, and the file its `stdin_file` names.
+/// Reads and checks a job spec file, and the files its `stdin_file` and `grant` name.
 ///
 /// # Errors
 /// The file cannot be read, or [`parse`] refuses it (the message names the file and the field).
@@ -96,11 +99,20 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<JobFile> {
             )
         })?;
     }
+    if let Some(grant) = &job.grant_file {
+        job.spec.grant = std::fs::read(grant).with_context(|| {
+            format!(
+                "reading grant {} (named by {})",
+                grant.display(),
+                path.display()
+            )
+        })?;
+    }
     Ok(job)
 }
 
 /// Checks the text of a job spec file found at `path`. Relative paths in it (`module`,
-/// `stdin_file`, `dirs[].host`) are taken from `path`'s directory; the name defaults to
+/// `stdin_file`, `grant`, `dirs[].host`) are taken from `path`'s directory; the name defaults to
 /// `path`'s file stem. Reads nothing.
 ///
 /// # Errors
@@ -134,6 +146,9 @@ struct File {
     dirs: Vec<Dir>,
     #[serde(default)]
     network: Vec<String>,
+    #[serde(default)]
+    interfaces: Vec<String>,
+    grant: Option<PathBuf>,
     #[serde(default)]
     limits: LimitsTable,
     restart: Option<Restart>,
@@ -230,6 +245,8 @@ impl File {
             config,
             dirs,
             network,
+            interfaces,
+            grant,
             limits,
             restart,
             constraint,
@@ -308,6 +325,15 @@ impl File {
             _ => Vec::new(),
         };
         let stdin_file = stdin_file.map(|f| base.join(f));
+        let grant_file = match grant {
+            Some(g) if g.as_os_str().is_empty() => {
+                return Err(invalid(
+                    "grant",
+                    "is empty: give the path of a grant file (`vauban grant create`)",
+                ));
+            }
+            g => g.map(|g| base.join(g)),
+        };
 
         for name in env.keys() {
             if name.is_empty() || name.contains('=') {
@@ -356,6 +382,16 @@ impl File {
                 })
             })
             .collect::<Result<_, _>>()?;
+        if let Some((i, name)) = interfaces
+            .iter()
+            .enumerate()
+            .find(|(_, name)| name.is_empty() || name.contains(char::is_whitespace))
+        {
+            return Err(invalid(
+                format!("interfaces[{i}]"),
+                format!("{name:?} is not an interface name such as \"wasi:http/outgoing-handler\""),
+            ));
+        }
         let capabilities = Capabilities {
             args,
             env: env.into_iter().collect(),
@@ -363,6 +399,7 @@ impl File {
             network,
             limits: limits.check()?,
             config,
+            interfaces,
         };
 
         let restart = match (job_type, restart) {
@@ -448,11 +485,14 @@ impl File {
             constraints,
             affinities,
             spreads,
+            // Read by `load`.
+            grant: Vec::new(),
         };
         Ok(JobFile {
             spec,
             module,
             stdin_file,
+            grant_file,
         })
     }
 }

@@ -9,12 +9,12 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use vauban_core::Outcome;
 use vauban_proto::v1::{self, jobs_client::JobsClient, modules_client::ModulesClient};
 use vauban_tests::Target;
 
-use crate::support::{Workspace, code, text};
+use crate::support::{Workspace, code, connect, text};
 
 /// A child process killed when dropped.
 pub(crate) struct Process(pub(crate) Child);
@@ -37,6 +37,8 @@ impl Process {
 pub(crate) struct Scheduler {
     pub(crate) process: Process,
     pub(crate) addr: String,
+    /// The workspace operator's client TLS, to reach it.
+    pub(crate) tls: Option<ClientTlsConfig>,
 }
 
 /// Starts `vauban scheduler` on a free port and returns once it listens.
@@ -76,6 +78,7 @@ pub(crate) fn start_scheduler_with(
             "--down-after",
             down_after,
         ])
+        .args(ws.scheduler_tls_args())
         .current_dir(ws.dir.path())
         .stdout(Stdio::piped())
         .spawn()
@@ -86,10 +89,11 @@ pub(crate) fn start_scheduler_with(
         .read_line(&mut line)
         .expect("read address");
     let addr = line.trim().rsplit(' ').next().expect("address").to_owned();
-    assert!(addr.starts_with("http://127.0.0.1:"), "{line}");
+    assert!(addr.starts_with("https://127.0.0.1:"), "{line}");
     Scheduler {
         process: Process(child),
         addr,
+        tls: Some(ws.client_tls("operator")),
     }
 }
 
@@ -106,6 +110,7 @@ pub(crate) fn start_host(
     cmd.args(["host", "--scheduler", &scheduler.addr, "--node-id", node])
         .args(["--slots", &slots.to_string(), "--trust", trust])
         .args(["--data-dir", &format!("hosts/{node}")])
+        .args(ws.host_tls_args(node))
         .args(["--allow-root", "."])
         .current_dir(ws.dir.path())
         .stdout(Stdio::null());
@@ -116,9 +121,7 @@ pub(crate) fn start_host(
 }
 
 pub(crate) async fn channel(scheduler: &Scheduler) -> Channel {
-    Channel::from_shared(scheduler.addr.clone())
-        .expect("uri")
-        .connect()
+    connect(&scheduler.addr, scheduler.tls.as_ref())
         .await
         .expect("connect to scheduler")
 }
@@ -391,7 +394,7 @@ async fn a_restarted_scheduler_still_knows_its_jobs_and_its_hosts_reconnect() {
     )
     .await;
     let before = finished(&channel_before, &job.id).await;
-    let listen = scheduler.addr.trim_start_matches("http://").to_owned();
+    let listen = scheduler.addr.trim_start_matches("https://").to_owned();
     scheduler.process.kill();
 
     // Same data directory, same address: the host, still running, reconnects by itself.
@@ -536,14 +539,15 @@ async fn the_cli_runs_jobs_through_vauban_dev_pinned_by_label() {
         text(&out.stdout)
     );
 
-    // vauban dev keeps an audit log: the job's admission, placement and end are in it, and
-    // the log verifies offline against the audit key's public half.
+    // vauban dev keeps an audit log: the job's admission, placement, start, its host's signed
+    // receipt and its end are in it, and the log verifies offline against the audit key's
+    // public half (`audit.rs` checks the order and the receipts' signatures).
     let log = ".vauban/dev/scheduler/audit";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let out = vauban(&["audit", "tail", "--log", log, "--output", "json"]);
         let tail = text(&out.stdout);
-        if ["admission", "placement", "finish"]
+        if ["admission", "placement", "start", "receipt", "finish"]
             .iter()
             .all(|kind| tail.contains(&format!("\"kind\": \"{kind}\"")))
             && tail.contains(&id)
@@ -582,6 +586,9 @@ async fn a_python_client_generated_from_the_protos_submits_a_job() {
         .arg(&scheduler.addr)
         .arg(&module)
         .args(["--name", "python"])
+        .env("VAUBAN_CA", ws.path("pki/ca.pem"))
+        .env("VAUBAN_CERT", ws.path("pki/submitter.pem"))
+        .env("VAUBAN_KEY", ws.path("pki/submitter.key"))
         .output()
         .expect("python3 runs (cargo xtask test installs grpcio-tools)");
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));

@@ -504,6 +504,7 @@ async fn a_returning_fenced_hosts_stale_result_is_not_the_jobs_result() {
 /// accepted.
 async fn submit_through_crashes(
     addr: String,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     digest: String,
     total: usize,
     counter: Arc<AtomicUsize>,
@@ -513,11 +514,7 @@ async fn submit_through_crashes(
     while accepted.len() < total {
         let ch = match &channel {
             Some(ch) => ch.clone(),
-            None => match Channel::from_shared(addr.clone())
-                .expect("uri")
-                .connect()
-                .await
-            {
+            None => match crate::support::connect(&addr, tls.as_ref()).await {
                 Ok(ch) => {
                     channel = Some(ch.clone());
                     ch
@@ -552,7 +549,7 @@ async fn a_scheduler_killed_three_times_loses_no_accepted_job_and_records_each_r
     const JOBS: usize = 1000;
     let ws = Workspace::new();
     let mut scheduler = start_scheduler(&ws, "sched", "trust");
-    let listen = scheduler.addr.trim_start_matches("http://").to_owned();
+    let listen = scheduler.addr.trim_start_matches("https://").to_owned();
     let _a = start_host(&ws, &scheduler, "fr-paris", FR_PARIS, 8, "trust");
     let _b = start_host(&ws, &scheduler, "fr-lyon", FR_LYON, 8, "trust");
     let module = upload(
@@ -569,6 +566,7 @@ async fn a_scheduler_killed_three_times_loses_no_accepted_job_and_records_each_r
         .map(|_| {
             tokio::spawn(submit_through_crashes(
                 scheduler.addr.clone(),
+                scheduler.tls.clone(),
                 module.digest.clone(),
                 JOBS / 4,
                 Arc::clone(&counter),

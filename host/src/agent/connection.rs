@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use vauban_proto::v1::host_link_client::HostLinkClient;
 use vauban_proto::v1::scheduler_message::Message as Sm;
 use vauban_proto::v1::{self, host_message::Message};
@@ -70,16 +70,55 @@ impl Outbox {
     }
 }
 
-/// The scheduler's endpoint, with dialing and keepalive settings.
+/// The host's side of mutual TLS, as PEM bytes: the binary reads the files, the agent reads
+/// nothing.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The CA the scheduler's certificate must chain to.
+    pub ca_pem: Vec<u8>,
+    /// This host's certificate chain, leaf first: `spiffe://<trust-domain>/host/<node-id>`.
+    pub cert_pem: Vec<u8>,
+    /// Its private key.
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of logs.
+        f.debug_struct("ClientTls").finish_non_exhaustive()
+    }
+}
+
+/// The scheduler's endpoint, with dialing and keepalive settings, and mutual TLS when
+/// `config.tls` is set (then the address must be `https://`).
 ///
 /// # Errors
-/// When `address` is not a URI with a scheme.
-pub(super) fn endpoint(address: &str) -> anyhow::Result<Endpoint> {
-    let endpoint = Endpoint::from_shared(address.to_owned())
+/// When the address is not a URI with a scheme, its scheme does not match `config.tls`, or
+/// the TLS material cannot be used.
+pub(super) fn endpoint(config: &super::AgentConfig) -> anyhow::Result<Endpoint> {
+    let address = &config.scheduler;
+    let endpoint = Endpoint::from_shared(address.clone())
         .with_context(|| format!("invalid scheduler address {address:?}"))?;
-    if endpoint.uri().scheme().is_none() {
-        bail!("invalid scheduler address {address:?}: expected a scheme, as in http://host:port");
-    }
+    let endpoint = match (endpoint.uri().scheme_str(), &config.tls) {
+        (None, _) => bail!(
+            "invalid scheduler address {address:?}: expected a scheme, as in https://host:port"
+        ),
+        (Some("https"), Some(tls)) => endpoint
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+                    .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
+            )
+            .context("cannot use this host's TLS certificate, key or CA")?,
+        (Some("http"), None) => endpoint,
+        // tonic would dial an http:// address in plaintext even with TLS configured.
+        (Some(_), Some(_)) => bail!(
+            "the scheduler address {address:?} is not https://, but this host has a TLS certificate"
+        ),
+        (Some(_), None) => bail!(
+            "the scheduler address {address:?} is not http://, but this host has no TLS certificate"
+        ),
+    };
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -240,6 +279,12 @@ pub(super) fn register(agent: &Agent) -> (v1::HostMessage, u64) {
         memory_bytes: config.memory_bytes,
         cached_modules,
         running: agent.jobs.attempt_ids(),
+        receipt_key: config
+            .receipt_key
+            .as_ref()
+            .map(|key| key.public_key().to_hex())
+            .unwrap_or_default(),
+        policy_version: agent.policy_version(),
     };
     let message = v1::HostMessage {
         message: Some(Message::Register(register)),
@@ -287,6 +332,7 @@ fn handle(agent: &std::sync::Arc<Agent>, message: Option<Sm>, client: &Client, d
             }
         }
         Some(Sm::Registered(_)) => tracing::debug!("ignoring a repeated registration answer"),
+        Some(Sm::Policy(policy)) => agent.install_policy(policy),
         None => tracing::debug!("ignoring an empty scheduler message"),
     }
 }

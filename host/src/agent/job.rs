@@ -2,22 +2,30 @@
 //! local store, else fetched and digest-checked), load it (which verifies its signature against
 //! this host's trust store), run it while streaming its output, and queue the result.
 //!
+//! A host holding a trust policy admits the assignment itself first, whatever the scheduler
+//! decided: the grant must verify against this host's own copy of the policy, be for the module
+//! it fetched, and allow what the job asks for on one of the grant's node classes that this
+//! host's own labels match. Otherwise the job is refused, naming the capability, before
+//! anything is compiled.
+//!
 //! Whatever happens, exactly one `JobFinished` is queued per assignment: a result when the guest
 //! ran (or was cancelled before it could), a refusal with the reason otherwise.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, anyhow, bail};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use vauban_core::admission::{admit_on_node, check_grant_module};
 use vauban_core::outcome::CapturedOutput;
-use vauban_core::{Limits, ModuleDigest, Outcome};
+use vauban_core::revocation::still_trusted;
+use vauban_core::{Limits, ModuleDigest, Outcome, SignedGrant, VerifiedGrant};
 use vauban_proto::convert::{RunResult, capabilities_from_proto};
 use vauban_proto::v1::{self, host_message::Message, job_finished::End, output_chunk::Stream};
 
-use super::Agent;
 use super::connection::Client;
+use super::{Agent, receipt};
 use crate::modules::StoreError;
 use crate::{LoadedModule, OutputEvent, OutputStream, RunRequest};
 
@@ -42,10 +50,11 @@ pub(super) async fn run(
         capabilities,
         stdin,
         program,
+        grant,
     } = assignment;
     tracing::info!(module = %module_digest, "job assigned");
     let prepared = tokio::select! {
-        prepared = prepare(&agent, client, &module_digest, capabilities) => prepared,
+        prepared = prepare(&agent, client, &module_digest, capabilities, &grant) => prepared,
         () = cancel.cancelled() => {
             tracing::info!("cancelled before it started");
             agent.send(finished(job_id, attempt, End::Result(cancelled_early().into())));
@@ -63,18 +72,35 @@ pub(super) async fn run(
     };
 
     let (sink, mut events) = mpsc::unbounded_channel();
+    // Verified and loaded: the guest runs next (the runtime reports no later phase).
+    let started = receipt::Attempt::start(
+        &agent,
+        &job_id,
+        attempt,
+        &module.verified().digest,
+        &capabilities,
+    );
     let request = RunRequest {
         capabilities,
         stdin,
         program,
         output: Some(sink),
     };
+    let untrusted = untrusted(&agent, &module, &grant);
+    tokio::pin!(untrusted);
+    let mut revoked = false;
     let run = agent.runtime.run(&module, request, &cancel);
     tokio::pin!(run);
     let mut batch = Vec::with_capacity(OUTPUT_BATCH);
     let report = loop {
         tokio::select! {
             report = &mut run => break report,
+            why = &mut untrusted, if !revoked => {
+                // This host's own policy says stop, whether or not the scheduler says so too.
+                tracing::warn!(%why, "stopping a job the trust policy no longer trusts");
+                revoked = true;
+                cancel.cancel();
+            }
             received = events.recv_many(&mut batch, OUTPUT_BATCH) => {
                 if received == 0 {
                     // Every sender is gone, which only happens as the run ends.
@@ -91,29 +117,72 @@ pub(super) async fn run(
     }
     send_output(&agent, &job_id, attempt, batch.drain(..));
     tracing::info!(outcome = %report.outcome, run_time = ?report.run_time, "job finished");
-    agent.send(finished(
-        job_id,
-        attempt,
-        End::Result(RunResult::from(report).into()),
-    ));
+    let result = RunResult::from(report);
+    let signed = started.receipt(&agent, &result);
+    let mut message = finished(job_id, attempt, End::Result(result.into()));
+    receipt::attach(&mut message, signed);
+    agent.send(message);
 }
 
-/// Everything before the run: capabilities decoded, module at hand, verified and loaded.
+/// Resolves, with the reason, once a trust policy installed on this host while the job runs no
+/// longer trusts its module or its grant; never in keys-only mode.
+async fn untrusted(agent: &Agent, module: &LoadedModule, grant: &[u8]) -> String {
+    let Some(holder) = agent.runtime.policy() else {
+        return std::future::pending().await;
+    };
+    let grant = if grant.is_empty() {
+        None
+    } else {
+        match SignedGrant::from_json(grant) {
+            Ok(grant) => Some(grant),
+            // Admission parsed it before the run began.
+            Err(e) => return format!("its grant no longer parses: {e}"),
+        }
+    };
+    let verified = module.verified();
+    let mut changes = holder.subscribe();
+    loop {
+        // The policy at subscription first: one installed since admission counts too.
+        let policy = std::sync::Arc::clone(&changes.borrow_and_update());
+        if let Err(untrusted) = still_trusted(
+            &policy,
+            &verified.digest,
+            &verified.signers,
+            grant.as_ref(),
+            SystemTime::now(),
+        ) {
+            return untrusted.to_string();
+        }
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Everything before the run: capabilities decoded, the job admitted (policy mode), module at
+/// hand, verified and loaded.
 async fn prepare(
     agent: &Arc<Agent>,
     client: Client,
     module_digest: &str,
     capabilities: Option<v1::Capabilities>,
+    grant: &[u8],
 ) -> anyhow::Result<(LoadedModule, vauban_core::Capabilities)> {
     let digest: ModuleDigest = module_digest.parse()?;
     let capabilities = capabilities_from_proto(capabilities.unwrap_or_default(), Limits::DEFAULT)?;
+    let grant = admit(agent, &digest, &capabilities, grant).context("not admitted on this host")?;
     // A module that already verified and loaded in this process is ready as it is.
     if let Some(module) = agent.runtime.loaded(&digest) {
+        if let Some(grant) = &grant {
+            let verified = module.verified();
+            check_grant_module(&grant.grant, &verified.digest, verified.kind)?;
+        }
         return Ok((module, capabilities));
     }
     // Its bytes may still be in memory: then the only blocking work is the load (which
     // verifies the signature), in one trip to the blocking pool.
     if let Some(bytes) = agent.store.cached(&digest) {
+        covers(grant.as_ref(), &bytes)?;
         return Ok((load(agent, digest, bytes).await?, capabilities));
     }
     let bytes = match blocking(agent, move |agent| agent.store.get(&digest)).await? {
@@ -128,7 +197,39 @@ async fn prepare(
             fetch_and_store(agent, client, module_digest, digest).await?
         }
     };
+    covers(grant.as_ref(), &bytes)?;
     Ok((load(agent, digest, bytes).await?, capabilities))
+}
+
+/// Policy mode: admits the job on this host, with this host's own policy and labels, trusting
+/// nothing the scheduler decided. Its effective capabilities are then what it asks for, all of
+/// which the grant and one of this node's classes allow. `None` in keys-only mode.
+fn admit(
+    agent: &Agent,
+    digest: &ModuleDigest,
+    capabilities: &vauban_core::Capabilities,
+    grant: &[u8],
+) -> anyhow::Result<Option<VerifiedGrant>> {
+    let Some(policy) = agent.runtime.policy() else {
+        return Ok(None);
+    };
+    let policy = policy.current();
+    if grant.is_empty() {
+        bail!("the job has no grant, and this host holds a trust policy: every job needs one");
+    }
+    let grant = SignedGrant::from_json(grant)?.verify(&policy, SystemTime::now())?;
+    check_grant_module(&grant.grant, digest, grant.grant.module.kind)?;
+    admit_on_node(capabilities, &grant, &policy, &agent.config.labels)?;
+    Ok(Some(grant))
+}
+
+/// Checks, before anything compiles them, that the module's bytes are the ones the grant is
+/// for (digest and kind).
+fn covers(grant: Option<&VerifiedGrant>, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(grant) = grant {
+        grant.grant.covers(bytes)?;
+    }
+    Ok(())
 }
 
 /// Loads a module with the runtime, which verifies its signature against this host's trust
@@ -274,6 +375,7 @@ fn finished(job_id: String, attempt: u32, end: End) -> v1::HostMessage {
             job_id,
             attempt,
             end: Some(end),
+            receipt: Vec::new(),
         })),
     }
 }

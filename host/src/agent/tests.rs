@@ -61,6 +61,28 @@ async fn an_address_without_a_scheme_is_a_configuration_error() {
     assert!(error.to_string().contains("scheme"), "{error:#}");
 }
 
+#[tokio::test]
+async fn a_scheme_that_contradicts_the_tls_setting_is_a_configuration_error() {
+    // tonic would dial http:// in plaintext even with a certificate: the agent refuses both ways.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = ClientTls {
+        ca_pem: Vec::new(),
+        cert_pem: Vec::new(),
+        key_pem: Vec::new(),
+    };
+    for (address, tls, expected) in [
+        ("http://127.0.0.1:7070", Some(tls), "is not https://"),
+        ("https://127.0.0.1:7070", None, "is not http://"),
+    ] {
+        let mut config = AgentConfig::new(address, "n1", dir.path().join("modules"));
+        config.tls = tls;
+        let error = run_agent(config, runtime(dir.path()), CancellationToken::new())
+            .await
+            .expect_err("refused");
+        assert!(error.to_string().contains(expected), "{error:#}");
+    }
+}
+
 #[test]
 fn first_loads_of_a_module_share_one_gate_until_one_succeeds() {
     let loads = FirstLoads::default();
@@ -158,6 +180,8 @@ async fn registration_says_what_the_host_has_and_heartbeats_what_changed() {
             memory_bytes: 4 << 30,
             cached_modules: vec![stored.to_string()],
             running: vec!["job-1/2".into()],
+            receipt_key: String::new(),
+            policy_version: 0,
         }
     );
 

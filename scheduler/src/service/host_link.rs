@@ -21,10 +21,14 @@ use vauban_proto::v1::host_message::Message as FromHost;
 use vauban_proto::v1::scheduler_message::Message as ToHostMessage;
 
 use super::modules::parse_digest;
+use crate::identity::{Need, require};
 use crate::job::{JobId, OutputChunk, OutputStream, RunEnd};
 use crate::module::ModuleRegistry;
-use crate::node::{Assignment, HostEvent, NodeId, Registration, RunningAttempt, ToHost};
+use crate::node::{
+    Assignment, HostEvent, NodeId, PushedPolicy, Registration, RunningAttempt, ToHost,
+};
 use crate::state::{ConnectionHandle, SchedulerHandle};
+use crate::trust::PolicyHolder;
 
 /// Modules are sent to hosts in pieces of at most this size.
 const MODULE_CHUNK_BYTES: usize = 1 << 20;
@@ -37,6 +41,8 @@ pub(crate) struct HostLinkService {
     scheduler: SchedulerHandle,
     registry: ModuleRegistry,
     heartbeat_interval: Duration,
+    /// The trust policy in force, in policy mode: sent to hosts that hold an older one.
+    policy: Option<PolicyHolder>,
 }
 
 impl HostLinkService {
@@ -44,11 +50,13 @@ impl HostLinkService {
         scheduler: SchedulerHandle,
         registry: ModuleRegistry,
         heartbeat_interval: Duration,
+        policy: Option<PolicyHolder>,
     ) -> Self {
         Self {
             scheduler,
             registry,
             heartbeat_interval,
+            policy,
         }
     }
 }
@@ -61,6 +69,7 @@ impl v1::host_link_server::HostLink for HostLinkService {
         &self,
         request: Request<Streaming<v1::HostMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
+        let caller = require(&request, Need::Host("connecting as a host"))?;
         let mut inbound = request.into_inner();
         let registration = match inbound.message().await? {
             Some(v1::HostMessage {
@@ -76,7 +85,9 @@ impl v1::host_link_server::HostLink for HostLinkService {
             registration,
             cached_modules,
             running,
+            policy_version,
         } = registration;
+        caller.may_register_as(registration.id.as_str())?;
         let node = registration.id.clone();
         let (outbound, to_host) = mpsc::unbounded_channel();
         let connection = self
@@ -94,9 +105,20 @@ impl v1::host_link_server::HostLink for HostLinkService {
                     .unwrap_or(u64::MAX),
             })),
         };
+        // A host holding an older trust policy (one that was cut off when a newer one was
+        // pushed) gets the one in force before any assignment. Read after the node is
+        // registered: a policy installed since then is also pushed to it by the state task, and
+        // the host ignores a version it already holds.
+        let policy = self
+            .policy
+            .as_ref()
+            .map(PolicyHolder::current)
+            .filter(|p| p.version() > policy_version)
+            .map(|p| Ok(to_host_to_proto(ToHost::Policy(PushedPolicy(p)))));
         // The stream ends when the state task drops the sender: node replaced, down, or
         // shutdown. The host sees the end and reconnects.
         let stream = tokio_stream::once(Ok(registered))
+            .chain(tokio_stream::iter(policy))
             .chain(UnboundedReceiverStream::new(to_host).map(|m| Ok(to_host_to_proto(m))));
         Ok(Response::new(Box::pin(stream)))
     }
@@ -107,6 +129,7 @@ impl v1::host_link_server::HostLink for HostLinkService {
         &self,
         request: Request<v1::FetchModuleRequest>,
     ) -> Result<Response<Self::FetchModuleStream>, Status> {
+        require(&request, Need::Host("fetching a module for a host"))?;
         let v1::FetchModuleRequest { digest } = request.into_inner();
         let digest = parse_digest("digest", &digest)?;
         let Some(bytes) = self.registry.bytes(digest).await? else {
@@ -176,6 +199,9 @@ struct Greeting {
     registration: Registration,
     cached_modules: BTreeSet<ModuleDigest>,
     running: Vec<RunningAttempt>,
+    /// The trust policy version the host holds (0: none), so that an older one gets the
+    /// scheduler's.
+    policy_version: u64,
 }
 
 fn greeting_from_proto(register: v1::Register) -> Result<Greeting, InvalidField> {
@@ -186,10 +212,13 @@ fn greeting_from_proto(register: v1::Register) -> Result<Greeting, InvalidField>
         memory_bytes,
         cached_modules,
         running,
+        receipt_key,
+        policy_version,
     } = register;
     if node_id.is_empty() {
         return Err(InvalidField::new("register.node_id", "required"));
     }
+    let receipt_key = receipt_key_from_proto(receipt_key)?;
     for (key, value) in &labels {
         if let Some(why) = label_error(key, value) {
             return Err(InvalidField::new(format!("register.labels[{key}]"), why));
@@ -201,10 +230,22 @@ fn greeting_from_proto(register: v1::Register) -> Result<Greeting, InvalidField>
             labels: labels.into_iter().collect(),
             slots,
             memory_bytes,
+            receipt_key,
         },
         cached_modules: digests_from_proto("register.cached_modules", &cached_modules)?,
         running: running.iter().map(|r| RunningAttempt::parse(r)).collect(),
+        policy_version,
     })
+}
+
+/// The key a host signs receipts with: empty for none, else the hex of a valid Ed25519 key.
+fn receipt_key_from_proto(key: String) -> Result<Option<String>, InvalidField> {
+    if key.is_empty() {
+        return Ok(None);
+    }
+    vauban_audit::PublicKey::from_hex(&key)
+        .map(|key| Some(key.to_hex()))
+        .map_err(|e| InvalidField::new("register.receipt_key", e.to_string()))
 }
 
 /// Why a node label is refused. Keys are free-form but not empty; the well-known `tier` is
@@ -274,10 +315,20 @@ fn event_from_proto(message: v1::HostMessage) -> Result<Option<HostEvent>, Inval
                 chunk: OutputChunk { stream, data },
             }
         }
+        FromHost::Started(v1::JobStarted {
+            job_id,
+            attempt,
+            started_at_ms,
+        }) => HostEvent::Started {
+            job: JobId::from(job_id),
+            attempt,
+            started_at_ms,
+        },
         FromHost::Finished(v1::JobFinished {
             job_id,
             attempt,
             end,
+            receipt,
         }) => {
             // A result the scheduler cannot read still ends the attempt: failing the job says
             // why, where ignoring it would requeue and rerun it, and likely fail the same way.
@@ -289,10 +340,17 @@ fn event_from_proto(message: v1::HostMessage) -> Result<Option<HostEvent>, Inval
                 Some(v1::job_finished::End::Refused(why)) => RunEnd::Refused(why),
                 None => RunEnd::Refused("the host sent no result".to_owned()),
             };
+            // Checked by the state task, which knows the key the node registered.
+            let receipt = (!receipt.is_empty()).then(|| {
+                vauban_audit::SignedReceipt::from_json(&receipt)
+                    .map(Box::new)
+                    .map_err(|e| e.to_string())
+            });
             HostEvent::Finished {
                 job: JobId::from(job_id),
                 attempt,
                 end,
+                receipt,
             }
         }
     };
@@ -309,6 +367,7 @@ fn to_host_to_proto(message: ToHost) -> v1::SchedulerMessage {
                 capabilities,
                 stdin,
                 program,
+                grant,
             } = *assignment;
             ToHostMessage::Assign(v1::Assignment {
                 job_id: job.into_string(),
@@ -317,12 +376,16 @@ fn to_host_to_proto(message: ToHost) -> v1::SchedulerMessage {
                 capabilities: Some(capabilities.into()),
                 stdin: stdin.to_vec(),
                 program,
+                grant: grant.map(String::into_bytes).unwrap_or_default(),
             })
         }
         ToHost::Cancel { job, attempt } => ToHostMessage::Cancel(v1::Cancel {
             job_id: job.into_string(),
             attempt,
         }),
+        ToHost::Policy(PushedPolicy(policy)) => {
+            ToHostMessage::Policy(super::trust::policy_to_proto(&policy))
+        }
     };
     v1::SchedulerMessage {
         message: Some(message),
@@ -343,6 +406,7 @@ mod tests {
                     job_id: "j".into(),
                     attempt: 2,
                     end,
+                    receipt: Vec::new(),
                 })),
             })
         };
@@ -387,5 +451,81 @@ mod tests {
         let err = register(&[("tier", "fog")]).expect_err("tier");
         assert!(err.to_string().contains("register.labels[tier]"), "{err}");
         assert!(register(&[("", "x")]).is_err());
+    }
+
+    #[test]
+    fn starts_receipts_and_receipt_keys_are_read() {
+        let started = event_from_proto(v1::HostMessage {
+            message: Some(FromHost::Started(v1::JobStarted {
+                job_id: "j".into(),
+                attempt: 3,
+                started_at_ms: 42,
+            })),
+        });
+        assert_eq!(
+            started,
+            Ok(Some(HostEvent::Started {
+                job: JobId::from("j".to_owned()),
+                attempt: 3,
+                started_at_ms: 42,
+            }))
+        );
+
+        let key = vauban_audit::SecretKey::from_seed(&[5; 32]);
+        let signed = vauban_audit::Receipt {
+            job: "j".into(),
+            attempt: 2,
+            module: ModuleDigest::of(b"m").to_string(),
+            capabilities: vec![],
+            node: "n1".into(),
+            started_ms: 1,
+            ended_ms: 2,
+            outcome: "cancelled".into(),
+            fuel: 0,
+            peak_memory_bytes: 0,
+        }
+        .sign(&key)
+        .expect("sign");
+        let finished = |receipt: Vec<u8>| {
+            event_from_proto(v1::HostMessage {
+                message: Some(FromHost::Finished(v1::JobFinished {
+                    job_id: "j".into(),
+                    attempt: 2,
+                    end: Some(v1::job_finished::End::Refused("no".into())),
+                    receipt,
+                })),
+            })
+        };
+        let Ok(Some(HostEvent::Finished { receipt, .. })) =
+            finished(signed.to_json().expect("json"))
+        else {
+            panic!("a finished event");
+        };
+        assert_eq!(receipt, Some(Ok(Box::new(signed))));
+        let Ok(Some(HostEvent::Finished { receipt, .. })) = finished(b"{".to_vec()) else {
+            panic!("a finished event");
+        };
+        assert!(
+            matches!(&receipt, Some(Err(why)) if why.contains("not a signed receipt")),
+            "{receipt:?}"
+        );
+        let Ok(Some(HostEvent::Finished { receipt: None, .. })) = finished(Vec::new()) else {
+            panic!("no receipt");
+        };
+
+        let register = |receipt_key: String| {
+            greeting_from_proto(v1::Register {
+                node_id: "n1".into(),
+                receipt_key,
+                ..v1::Register::default()
+            })
+        };
+        let hex = key.public_key().to_hex();
+        let greeting = register(hex.clone()).expect("a valid key");
+        assert_eq!(greeting.registration.receipt_key, Some(hex));
+        let greeting = register(String::new()).expect("no key");
+        assert_eq!(greeting.registration.receipt_key, None);
+        let err = register("abcd".into()).expect_err("not a key");
+        assert!(err.to_string().contains("register.receipt_key"), "{err}");
     }
 }

@@ -1,28 +1,38 @@
 //! `vauban.v1.Jobs`: submitting, looking up, cancelling and watching jobs.
+//!
+//! In policy mode a job is admitted here, before the state task sees it ([`JobAdmission`]):
+//! checking its grant's signatures is CPU work that the one state task should not do, and
+//! admission needs nothing the state task owns.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
-use vauban_core::Limits;
+use vauban_audit::entry as audit;
+use vauban_core::{GrantError, Limits, SignedGrant};
 use vauban_proto::convert::{InvalidField, capabilities_from_proto};
 use vauban_proto::v1;
 
 use super::modules::parse_digest;
+use crate::identity::{Need, require};
 use crate::job::{
     AllocState, Allocation, DEFAULT_NAMESPACE, DEFAULT_PRIORITY, JobId, JobKind, JobRecord,
     JobSpec, JobState, OutputChunk, OutputStream, RestartPolicy,
 };
+use crate::module::ModuleRegistry;
 use crate::placement::{Affinity, Constraint, Operator, PlacementSpec, Spread};
 use crate::state::{SchedulerHandle, WatchEvent};
+use crate::trust::{JobRefusal, Trust, admit_job};
 
 /// Largest stdin a job may carry.
 const MAX_STDIN_BYTES: usize = 16 << 20;
+/// Largest grant a job may carry (a grant with a few signatures is a few KiB).
+const MAX_GRANT_BYTES: usize = 64 << 10;
 /// `ListJobs` without a limit.
 const DEFAULT_LIST_LIMIT: usize = 100;
 /// `ListJobs` never returns more, whatever the request says.
@@ -33,13 +43,82 @@ const MAX_LIST_LIMIT: usize = 1000;
 pub(crate) struct JobsService {
     scheduler: SchedulerHandle,
     default_limits: Limits,
+    admission: JobAdmission,
 }
 
 impl JobsService {
-    pub(crate) fn new(scheduler: SchedulerHandle, default_limits: Limits) -> Self {
+    pub(crate) fn new(
+        scheduler: SchedulerHandle,
+        default_limits: Limits,
+        admission: JobAdmission,
+    ) -> Self {
         Self {
             scheduler,
             default_limits,
+            admission,
+        }
+    }
+}
+
+/// Admission of jobs under the scheduler's trust: nothing to check in keys-only mode; in
+/// policy mode the job's grant must verify under the policy in force, be for the job's module,
+/// and allow what the job asks for on one of its node classes, which then restrict where the
+/// job is placed (`trust::admit_job`).
+#[derive(Clone, Debug)]
+pub(crate) struct JobAdmission {
+    trust: Trust,
+    /// For the module's kind, which the grant must name too.
+    registry: ModuleRegistry,
+}
+
+impl JobAdmission {
+    pub(crate) fn new(trust: Trust, registry: ModuleRegistry) -> Self {
+        Self { trust, registry }
+    }
+
+    /// Admits `spec`, restricting its placement to its grant's node classes. A refused
+    /// submission (`record`) is written to the audit log, if one is kept, through `scheduler`.
+    async fn admit(
+        &self,
+        spec: &mut JobSpec,
+        record: Option<&SchedulerHandle>,
+    ) -> Result<(), Status> {
+        let Trust::Policy(policy) = &self.trust else {
+            return Ok(());
+        };
+        // A module not uploaded is refused by the state task, which says so.
+        let kind = self.registry.get(spec.module).await?.map(|m| m.kind);
+        let refused = match admit_job(&policy.current(), spec, kind, SystemTime::now()) {
+            Ok(()) => return Ok(()),
+            Err(refused) => refused,
+        };
+        if let Some(scheduler) = record {
+            let entry = audit::Entry::Admission(audit::Admission {
+                at_ms: crate::now_ms(),
+                decision: audit::Decision::Refused,
+                subject: audit::Subject::Job,
+                job: String::new(),
+                module: spec.module.to_string(),
+                namespace: spec.namespace.clone(),
+                reason: refused.to_string(),
+            });
+            if let Err(error) = scheduler.record_audit(vec![entry]).await {
+                tracing::error!(%error, "cannot record a refused job in the audit log");
+            }
+        }
+        Err(refusal_to_status(refused))
+    }
+}
+
+/// A malformed grant is a bad argument; a missing, untrusted or insufficient one is a denial.
+fn refusal_to_status(refused: JobRefusal) -> Status {
+    let message = refused.to_string();
+    match refused {
+        JobRefusal::Grant(
+            GrantError::Envelope(_) | GrantError::Malformed(_) | GrantError::NotCanonical,
+        ) => Status::invalid_argument(message),
+        JobRefusal::NoGrant | JobRefusal::Grant(_) | JobRefusal::Inadmissible(_) => {
+            Status::permission_denied(message)
         }
     }
 }
@@ -50,9 +129,13 @@ impl v1::jobs_server::Jobs for JobsService {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
+        require(&request, Need::Submit("submitting a job"))?;
         let v1::SubmitJobRequest { spec } = request.into_inner();
         let spec = spec.ok_or_else(|| InvalidField::new("spec", "required"))?;
-        let spec = spec_from_proto(spec, self.default_limits)?;
+        let mut spec = spec_from_proto(spec, self.default_limits)?;
+        self.admission
+            .admit(&mut spec, Some(&self.scheduler))
+            .await?;
         let job = self.scheduler.submit(spec).await?;
         Ok(Response::new(job_to_proto(job, Stdin::Omit)))
     }
@@ -61,6 +144,7 @@ impl v1::jobs_server::Jobs for JobsService {
         &self,
         request: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
+        require(&request, Need::Read("reading a job"))?;
         let v1::GetJobRequest { id } = request.into_inner();
         let job = self.scheduler.get(JobId::from(id)).await?;
         Ok(Response::new(job_to_proto(job, Stdin::Include)))
@@ -70,6 +154,7 @@ impl v1::jobs_server::Jobs for JobsService {
         &self,
         request: Request<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        require(&request, Need::Read("listing jobs"))?;
         let v1::ListJobsRequest {
             state,
             limit,
@@ -106,6 +191,7 @@ impl v1::jobs_server::Jobs for JobsService {
         &self,
         request: Request<v1::CancelJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
+        require(&request, Need::Submit("cancelling a job"))?;
         let v1::CancelJobRequest { id } = request.into_inner();
         let job = self.scheduler.cancel(JobId::from(id)).await?;
         Ok(Response::new(job_to_proto(job, Stdin::Omit)))
@@ -115,9 +201,11 @@ impl v1::jobs_server::Jobs for JobsService {
         &self,
         request: Request<v1::PlanJobRequest>,
     ) -> Result<Response<v1::PlanJobResponse>, Status> {
+        require(&request, Need::Read("planning a job"))?;
         let v1::PlanJobRequest { spec } = request.into_inner();
         let spec = spec.ok_or_else(|| InvalidField::new("spec", "required"))?;
-        let spec = spec_from_proto(spec, self.default_limits)?;
+        let mut spec = spec_from_proto(spec, self.default_limits)?;
+        self.admission.admit(&mut spec, None).await?;
         let planned = self.scheduler.plan(spec).await?;
         Ok(Response::new(v1::PlanJobResponse {
             instances: planned
@@ -142,6 +230,7 @@ impl v1::jobs_server::Jobs for JobsService {
         &self,
         request: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        require(&request, Need::Read("watching a job"))?;
         let v1::WatchJobRequest { id } = request.into_inner();
         let events = self.scheduler.watch(JobId::from(id)).await?;
         Ok(Response::new(WatchStream {
@@ -210,8 +299,10 @@ pub(crate) fn spec_from_proto(
         constraints,
         affinities,
         spreads,
+        grant,
     } = spec;
     let module = parse_digest("spec.module_digest", &module_digest)?;
+    let grant = grant_from_proto(grant)?;
     let capabilities = capabilities_from_proto(capabilities.unwrap_or_default(), defaults)?;
     if stdin.len() > MAX_STDIN_BYTES {
         return Err(InvalidField::new(
@@ -360,7 +451,30 @@ pub(crate) fn spec_from_proto(
         restart,
         priority,
         placement,
+        grant,
     })
+}
+
+/// A grant as the client sent it: empty is none; otherwise it must be a grant envelope (JSON)
+/// in canonical form. Whether it may be trusted is admission's question.
+fn grant_from_proto(grant: Vec<u8>) -> Result<Option<String>, InvalidField> {
+    if grant.is_empty() {
+        return Ok(None);
+    }
+    let field = "spec.grant";
+    if grant.len() > MAX_GRANT_BYTES {
+        return Err(InvalidField::new(
+            field,
+            format!(
+                "{} bytes, more than the limit of {MAX_GRANT_BYTES}",
+                grant.len()
+            ),
+        ));
+    }
+    SignedGrant::from_json(&grant).map_err(|e| InvalidField::new(field, e.to_string()))?;
+    String::from_utf8(grant)
+        .map(Some)
+        .map_err(|_| InvalidField::new(field, "not UTF-8 JSON"))
 }
 
 /// A namespace name: empty means the default; otherwise 1 to 63 lowercase letters, digits and
@@ -462,6 +576,7 @@ fn spec_to_proto(spec: JobSpec, stdin: Stdin) -> v1::JobSpec {
         restart,
         priority,
         placement,
+        grant,
     } = spec;
     let (r#type, replicas) = match kind {
         JobKind::Batch => (v1::JobType::Batch, 0),
@@ -473,6 +588,8 @@ fn spec_to_proto(spec: JobSpec, stdin: Stdin) -> v1::JobSpec {
         constraints,
         affinities,
         spreads,
+        // Derived from the grant at admission.
+        node_classes: _,
     } = placement;
     v1::JobSpec {
         name,
@@ -520,6 +637,7 @@ fn spec_to_proto(spec: JobSpec, stdin: Stdin) -> v1::JobSpec {
                 },
             )
             .collect(),
+        grant: grant.map(String::into_bytes).unwrap_or_default(),
     }
 }
 
@@ -683,6 +801,15 @@ mod tests {
         assert!(err.contains("capabilities.network[0]"), "{err}");
         let err = spec(|s| s.stdin = vec![0; MAX_STDIN_BYTES + 1]).expect_err("too much stdin");
         assert!(err.starts_with("invalid spec.stdin"), "{err}");
+        // A grant must at least be a grant envelope; whether it is trusted is admission's.
+        let err = spec(|s| s.grant = b"{\"grant\": true}".to_vec()).expect_err("not a grant");
+        assert!(
+            err.starts_with("invalid spec.grant: grant envelope"),
+            "{err}"
+        );
+        let err = spec(|s| s.grant = vec![b' '; MAX_GRANT_BYTES + 1]).expect_err("too large");
+        assert!(err.starts_with("invalid spec.grant"), "{err}");
+        assert_eq!(spec(|_| {}).expect("no grant").grant, None);
     }
 
     #[test]

@@ -10,12 +10,14 @@ mod jobs;
 mod modules;
 mod namespaces;
 mod nodes;
+mod trust;
 
 pub(crate) use host_link::HostLinkService;
-pub(crate) use jobs::JobsService;
+pub(crate) use jobs::{JobAdmission, JobsService};
 pub(crate) use modules::ModulesService;
 pub(crate) use namespaces::NamespacesService;
 pub(crate) use nodes::NodesService;
+pub(crate) use trust::TrustService;
 
 use tonic::Status;
 
@@ -49,7 +51,7 @@ impl From<SchedulerError> for Status {
 impl From<ModuleError> for Status {
     fn from(e: ModuleError) -> Self {
         match e {
-            ModuleError::TooLarge { .. } | ModuleError::Signature(_) => {
+            ModuleError::TooLarge { .. } | ModuleError::Refused(_) => {
                 Status::invalid_argument(e.to_string())
             }
             ModuleError::Store(e) => internal(&e),

@@ -6,6 +6,8 @@ use vauban_proto::convert::InvalidField;
 use vauban_proto::v1;
 
 use super::jobs::namespace_from_proto;
+use crate::audit::ModuleAudit;
+use crate::identity::{Need, require};
 use crate::job::DEFAULT_NAMESPACE;
 use crate::module::{ModuleRecord, ModuleRegistry};
 
@@ -13,11 +15,22 @@ use crate::module::{ModuleRecord, ModuleRegistry};
 #[derive(Clone, Debug)]
 pub(crate) struct ModulesService {
     registry: ModuleRegistry,
+    /// Where upload decisions are recorded (the audit log, if one is kept).
+    audit: ModuleAudit,
 }
 
 impl ModulesService {
     pub(crate) fn new(registry: ModuleRegistry) -> Self {
-        Self { registry }
+        Self {
+            registry,
+            audit: ModuleAudit::off(),
+        }
+    }
+
+    /// Records every upload's admission, and the publisher keys of accepted modules.
+    pub(crate) fn with_audit(mut self, audit: ModuleAudit) -> Self {
+        self.audit = audit;
+        self
     }
 }
 
@@ -27,9 +40,11 @@ impl v1::modules_server::Modules for ModulesService {
         &self,
         request: Request<Streaming<v1::UploadModuleRequest>>,
     ) -> Result<Response<v1::ModuleInfo>, Status> {
+        require(&request, Need::Submit("uploading a module"))?;
         let mut chunks = request.into_inner();
         let mut upload = self.registry.upload();
         let mut first = None;
+        let mut received = 0_u64;
         while let Some(v1::UploadModuleRequest {
             chunk,
             name,
@@ -40,14 +55,33 @@ impl v1::modules_server::Modules for ModulesService {
             if first.is_none() {
                 first = Some((name, namespace_from_proto("namespace", namespace)?));
             }
-            upload.push(&chunk)?;
+            received = received.saturating_add(chunk.len() as u64);
+            if let Err(refused) = upload.push(&chunk) {
+                let (name, namespace) = first.unwrap_or_default();
+                self.audit
+                    .refused(&namespace, &name, None, received, &refused)
+                    .await;
+                return Err(refused.into());
+            }
         }
         let (name, namespace) =
             first.unwrap_or_else(|| (String::new(), DEFAULT_NAMESPACE.to_owned()));
-        let record = self
+        let (bytes, digest) = self.audit.digest(upload.into_bytes()).await;
+        let record = match self
             .registry
-            .admit(namespace, name, upload.into_bytes())
-            .await?;
+            .admit(namespace.clone(), name.clone(), bytes)
+            .await
+        {
+            Ok(record) => record,
+            Err(refused) => {
+                self.audit
+                    .refused(&namespace, &name, digest, received, &refused)
+                    .await;
+                return Err(refused.into());
+            }
+        };
+        // Acknowledged only once its admission is durably recorded.
+        self.audit.accepted(&namespace, &record).await?;
         Ok(Response::new(module_to_proto(record)))
     }
 
@@ -55,6 +89,7 @@ impl v1::modules_server::Modules for ModulesService {
         &self,
         request: Request<v1::GetModuleRequest>,
     ) -> Result<Response<v1::ModuleInfo>, Status> {
+        require(&request, Need::Read("reading a module"))?;
         let v1::GetModuleRequest { digest } = request.into_inner();
         let digest = parse_digest("digest", &digest)?;
         match self.registry.get(digest).await? {
@@ -69,6 +104,7 @@ impl v1::modules_server::Modules for ModulesService {
         &self,
         request: Request<v1::ListModulesRequest>,
     ) -> Result<Response<v1::ListModulesResponse>, Status> {
+        require(&request, Need::Read("listing modules"))?;
         let v1::ListModulesRequest { namespace } = request.into_inner();
         let namespace = if namespace.is_empty() {
             None

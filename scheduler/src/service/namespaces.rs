@@ -4,6 +4,7 @@ use tonic::{Request, Response, Status};
 use vauban_proto::v1;
 
 use super::jobs::namespace_from_proto;
+use crate::identity::{Need, require};
 use crate::state::{NamespaceSummary, Quota, SchedulerHandle};
 
 /// Serves namespaces from the state task.
@@ -24,6 +25,7 @@ impl v1::namespaces_server::Namespaces for NamespacesService {
         &self,
         request: Request<v1::ListNamespacesRequest>,
     ) -> Result<Response<v1::ListNamespacesResponse>, Status> {
+        require(&request, Need::Client("listing namespaces"))?;
         let v1::ListNamespacesRequest {} = request.into_inner();
         let namespaces = self.scheduler.list_namespaces().await?;
         Ok(Response::new(v1::ListNamespacesResponse {
@@ -35,6 +37,7 @@ impl v1::namespaces_server::Namespaces for NamespacesService {
         &self,
         request: Request<v1::SetQuotaRequest>,
     ) -> Result<Response<v1::Namespace>, Status> {
+        require(&request, Need::Operate("setting a quota"))?;
         let v1::SetQuotaRequest { namespace, quota } = request.into_inner();
         let namespace = namespace_from_proto("namespace", namespace)?;
         let v1::Quota {

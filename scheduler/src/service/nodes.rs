@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 use vauban_proto::convert::InvalidField;
 use vauban_proto::v1;
 
+use crate::identity::{Need, require};
 use crate::node::{NodeId, NodeState, NodeSummary};
 use crate::state::SchedulerHandle;
 
@@ -37,6 +38,7 @@ impl v1::nodes_server::Nodes for NodesService {
         &self,
         request: Request<v1::ListNodesRequest>,
     ) -> Result<Response<v1::ListNodesResponse>, Status> {
+        require(&request, Need::Client("listing nodes"))?;
         let v1::ListNodesRequest {} = request.into_inner();
         let nodes = self.scheduler.list_nodes().await?;
         Ok(Response::new(v1::ListNodesResponse {
@@ -48,6 +50,7 @@ impl v1::nodes_server::Nodes for NodesService {
         &self,
         request: Request<v1::GetNodeRequest>,
     ) -> Result<Response<v1::Node>, Status> {
+        require(&request, Need::Client("reading a node"))?;
         let v1::GetNodeRequest { id } = request.into_inner();
         let node = self.scheduler.get_node(node_id(id)?).await?;
         Ok(Response::new(node_to_proto(node)))
@@ -57,6 +60,7 @@ impl v1::nodes_server::Nodes for NodesService {
         &self,
         request: Request<v1::DrainNodeRequest>,
     ) -> Result<Response<v1::Node>, Status> {
+        require(&request, Need::Operate("draining a node"))?;
         let v1::DrainNodeRequest { id, deadline_ms } = request.into_inner();
         let deadline = match deadline_ms {
             0 => DEFAULT_DRAIN_DEADLINE,
@@ -70,6 +74,7 @@ impl v1::nodes_server::Nodes for NodesService {
         &self,
         request: Request<v1::SetEligibilityRequest>,
     ) -> Result<Response<v1::Node>, Status> {
+        require(&request, Need::Operate("setting a node's eligibility"))?;
         let v1::SetEligibilityRequest { id, eligible } = request.into_inner();
         let node = self
             .scheduler

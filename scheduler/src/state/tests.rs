@@ -53,10 +53,15 @@ impl Harness {
     }
 
     async fn open_store(dir: TempDir, store: Store) -> Self {
+        Self::open_audited(dir, store, None).await
+    }
+
+    /// Starts a state task that records audit entries through `audit`, if given.
+    async fn open_audited(dir: TempDir, store: Store, audit: Option<AuditSink>) -> Self {
         let key = SecretKey::generate();
         let registry = ModuleRegistry::new(
             store.clone(),
-            TrustStore::new([key.public_key().clone()]),
+            crate::trust::Trust::Keys(TrustStore::new([key.public_key().clone()])),
             1 << 20,
         );
         let module = registry
@@ -72,9 +77,10 @@ impl Harness {
         let stop = CancellationToken::new();
         let config = StateConfig {
             down_after: Duration::from_secs(3),
+            policy: None,
         };
         let commits = Arc::clone(&store.job_commits);
-        let (scheduler, task) = start(store, config, None, closing.clone(), stop.clone())
+        let (scheduler, task) = start(store, config, audit, closing.clone(), stop.clone())
             .await
             .expect("start");
         Self {
@@ -106,6 +112,7 @@ impl Harness {
             restart: crate::job::RestartPolicy::DEFAULT,
             priority: crate::job::DEFAULT_PRIORITY,
             placement: crate::placement::PlacementSpec::default(),
+            grant: None,
         }
     }
 
@@ -145,6 +152,7 @@ impl Harness {
                 .collect(),
             slots,
             memory_bytes: GIB,
+            receipt_key: None,
         };
         let connection = self
             .scheduler
@@ -195,6 +203,7 @@ impl Host {
             job: job.clone(),
             attempt,
             end: RunEnd::Ran(result(outcome)),
+            receipt: None,
         })
         .await;
     }
@@ -378,7 +387,7 @@ async fn send_submit(h: &Harness) -> oneshot::Receiver<Result<JobRecord, Schedul
     h.scheduler
         .commands
         .send(Command::Submit {
-            spec: h.spec(),
+            spec: Box::new(h.spec()),
             reply,
         })
         .await
@@ -492,6 +501,7 @@ async fn outcomes_and_refusals_end_jobs_in_their_states() {
             job: id.clone(),
             attempt: a.attempt,
             end,
+            receipt: None,
         })
         .await;
         let job = h.get(&id).await;
@@ -892,6 +902,7 @@ async fn closing_ends_host_streams_and_watches_and_refuses_new_ones() {
         labels: BTreeMap::new(),
         slots: 1,
         memory_bytes: GIB,
+        receipt_key: None,
     };
     assert!(matches!(
         h.scheduler
@@ -1001,6 +1012,7 @@ async fn a_failed_batch_commit_acknowledges_nothing() {
                 job: running.clone(),
                 attempt: 1,
                 end: RunEnd::Ran(result(Outcome::Exited { code: 0 })),
+                receipt: None,
             },
         )
         .await
@@ -1053,6 +1065,7 @@ async fn a_read_of_a_job_its_batch_changed_sees_the_change_committed() {
                 job: id.clone(),
                 attempt: 1,
                 end: RunEnd::Ran(result(Outcome::Exited { code: 0 })),
+                receipt: None,
             },
         )
         .await
@@ -1408,5 +1421,350 @@ async fn plan_shows_where_instances_would_go_without_accepting_anything() {
         plan[0].explanation.starts_with("no node fits"),
         "{}",
         plan[0].explanation
+    );
+}
+
+// The audit log: every entry is committed with the change it records, and reaches the log once.
+
+fn audit_signer() -> vauban_audit::AuditSigner {
+    vauban_audit::AuditSigner::new(
+        "vauban.audit/test",
+        vauban_audit::SecretKey::from_seed(&[3; 32]),
+    )
+    .expect("signer")
+}
+
+/// What the audit log in `dir` holds, checked offline with the audit key.
+fn logged(dir: &std::path::Path) -> Vec<audit::Entry> {
+    vauban_audit::verify_log(dir, &audit_signer().verifier()).expect("the log verifies");
+    let log = vauban_audit::Log::open(dir).expect("open log");
+    (0..log.len())
+        .map(|i| log.entry(i).expect("entry"))
+        .collect()
+}
+
+fn kinds(entries: &[audit::Entry]) -> Vec<&'static str> {
+    entries.iter().map(audit::Entry::kind).collect()
+}
+
+/// Entries committed and never appended (the scheduler died between its commit and the
+/// writer's append) are in the outbox, and the next start appends them, in order.
+#[tokio::test]
+async fn audit_entries_committed_before_a_crash_reach_the_log_at_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("state.redb")).expect("open store");
+    let h = Harness::open_audited(dir, store.clone(), Some(AuditSink::without_writer(0))).await;
+    let mut host = h.connect("n1", 1).await;
+    let id = h.submit().await;
+    let a = host.assignment().await;
+    host.send(HostEvent::Started {
+        job: id.clone(),
+        attempt: a.attempt,
+        started_at_ms: 7,
+    })
+    .await;
+    host.finish(&id, a.attempt, Outcome::Exited { code: 0 })
+        .await;
+    // A start from a node that does not run the attempt is not recorded.
+    host.send(HostEvent::Started {
+        job: id.clone(),
+        attempt: a.attempt + 1,
+        started_at_ms: 8,
+    })
+    .await;
+    let mut refused = h.spec();
+    refused.module = ModuleDigest::of(b"never uploaded");
+    assert!(h.scheduler.submit(refused).await.is_err());
+    let cancelled = h.submit().await;
+    host.assignment().await;
+    h.scheduler.cancel(cancelled.clone()).await.expect("cancel");
+    let dir = h.stop().await;
+
+    let outbox = store.outbox().expect("outbox");
+    let indices: Vec<u64> = outbox.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indices, (0..8).collect::<Vec<_>>(), "every entry committed");
+
+    let log_dir = dir.path().join("audit");
+    let log = crate::audit::recover(&log_dir, &store, &audit_signer()).expect("recover");
+    assert_eq!(log.len(), 8);
+    drop(log);
+    let entries = logged(&log_dir);
+    assert_eq!(
+        kinds(&entries),
+        [
+            "admission",
+            "placement",
+            "start",
+            "finish",
+            "admission",
+            "admission",
+            "placement",
+            "cancellation"
+        ]
+    );
+    let audit::Entry::Admission(first) = &entries[0] else {
+        panic!("an admission");
+    };
+    assert_eq!(
+        (first.decision, first.job.as_str()),
+        (audit::Decision::Accepted, id.as_str())
+    );
+    let audit::Entry::Admission(refusal) = &entries[4] else {
+        panic!("an admission");
+    };
+    assert_eq!(refusal.decision, audit::Decision::Refused);
+    assert!(
+        refusal.reason.contains("not uploaded"),
+        "{}",
+        refusal.reason
+    );
+    let audit::Entry::Finish(finish) = &entries[3] else {
+        panic!("a finish");
+    };
+    assert_eq!(
+        (finish.job.as_str(), finish.node.as_str()),
+        (id.as_str(), "n1")
+    );
+    assert!(
+        store.outbox().expect("outbox").is_empty(),
+        "emptied once appended"
+    );
+
+    // Starting again appends nothing more.
+    let log = crate::audit::recover(&log_dir, &store, &audit_signer()).expect("recover");
+    assert_eq!(log.len(), 8);
+}
+
+/// The writer appended entries and the scheduler died before the next commit deleted them
+/// from the outbox (here with the last append cut in the middle): the next start appends the
+/// missing one, once, and nothing twice.
+#[test]
+fn audit_entries_appended_but_not_deleted_are_not_appended_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("state.redb")).expect("open store");
+    let lines: Vec<Vec<u8>> = (0..3_u32)
+        .map(|attempt| {
+            audit::Entry::Start(audit::Start {
+                at_ms: 1_000,
+                job: "j".into(),
+                attempt,
+                node: "n1".into(),
+            })
+            .to_line()
+            .expect("line")
+        })
+        .collect();
+    store
+        .commit(
+            &[],
+            &crate::store::OutboxWrite {
+                first: Some(0),
+                floor: 0,
+                entries: lines.clone(),
+                appended: 0..0,
+            },
+        )
+        .expect("commit");
+    let log_dir = dir.path().join("audit");
+    let mut log = vauban_audit::Log::open(&log_dir).expect("open log");
+    log.append_lines(&[&lines[0], &lines[1]]).expect("append");
+    drop(log);
+    let entries_file = log_dir.join(vauban_audit::ENTRIES_FILE);
+    let mut bytes = std::fs::read(&entries_file).expect("read");
+    bytes.extend_from_slice(&lines[2][..10]);
+    std::fs::write(&entries_file, bytes).expect("cut append");
+
+    let log = crate::audit::recover(&log_dir, &store, &audit_signer()).expect("recover");
+    let appended: Vec<&[u8]> = (0..log.len())
+        .map(|i| log.entry_bytes(i).expect("entry"))
+        .collect();
+    assert_eq!(appended, [&lines[0][..], &lines[1][..], &lines[2][..]]);
+    drop(log);
+    assert_eq!(logged(&log_dir).len(), 3);
+    assert!(store.outbox().expect("outbox").is_empty());
+    let log = crate::audit::recover(&log_dir, &store, &audit_signer()).expect("again");
+    assert_eq!(log.len(), 3);
+
+    // An outbox that does not fit the log is refused, never papered over.
+    let other = audit::Entry::Start(audit::Start {
+        at_ms: 2_000,
+        job: "j".into(),
+        attempt: 9,
+        node: "n1".into(),
+    })
+    .to_line()
+    .expect("line");
+    let write = |first| crate::store::OutboxWrite {
+        first: Some(first),
+        floor: first,
+        entries: vec![other.clone()],
+        appended: 0..0,
+    };
+    store.commit(&[], &write(1)).expect("commit");
+    let err = crate::audit::recover(&log_dir, &store, &audit_signer()).expect_err("differs");
+    assert!(err.to_string().contains("differs from entry 1"), "{err:#}");
+    store.delete_outbox(2).expect("delete");
+    store.commit(&[], &write(5)).expect("commit");
+    let err = crate::audit::recover(&log_dir, &store, &audit_signer()).expect_err("gap");
+    assert!(
+        err.to_string().contains("entries 3..5 are in neither"),
+        "{err:#}"
+    );
+}
+
+/// The whole pipeline: the writer appends what each commit adds; on stop the last entries are
+/// appended but still in the outbox (their deletion rides the next commit), and a restart
+/// neither loses nor repeats them.
+#[tokio::test]
+async fn the_audit_writer_appends_each_commit_once_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("state.redb")).expect("open store");
+    let log_dir = dir.path().join("audit");
+    let config = crate::audit::AuditConfig {
+        dir: log_dir.clone(),
+        origin: "vauban.audit/test".into(),
+        key: vauban_audit::SecretKey::from_seed(&[3; 32]),
+    };
+    let (sink, writer) = crate::audit::start(config.clone(), store.clone())
+        .await
+        .expect("audit");
+    let h = Harness::open_audited(dir, store.clone(), Some(sink)).await;
+    for _ in 0..3 {
+        h.submit().await;
+    }
+    let dir = h.stop().await;
+    writer.await.expect("writer");
+    assert_eq!(kinds(&logged(&log_dir)), ["admission"; 3]);
+    assert!(
+        !store.outbox().expect("outbox").is_empty(),
+        "deleted only by a later commit"
+    );
+
+    let (sink, writer) = crate::audit::start(config, store.clone())
+        .await
+        .expect("audit again");
+    assert!(store.outbox().expect("outbox").is_empty());
+    let h = Harness::open_audited(dir, store.clone(), Some(sink)).await;
+    h.submit().await;
+    let _dir = h.stop().await;
+    writer.await.expect("writer");
+    assert_eq!(kinds(&logged(&log_dir)), ["admission"; 4]);
+}
+
+/// A failed commit records nothing: its entries go with its changes.
+#[tokio::test]
+async fn a_failed_commit_records_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.redb");
+    let (store, disk) = Disk::open(&path);
+    let h = Harness::open_audited(dir, store, Some(AuditSink::without_writer(0))).await;
+    disk.failing.store(true, Ordering::SeqCst);
+    assert!(h.scheduler.submit(h.spec()).await.is_err());
+    let mut refused = h.spec();
+    refused.module = ModuleDigest::of(b"never uploaded");
+    assert!(h.scheduler.submit(refused).await.is_err());
+    let dir = h.stop().await;
+
+    let store = Store::open(&path).expect("reopen");
+    let log_dir = dir.path().join("audit");
+    let log = crate::audit::recover(&log_dir, &store, &audit_signer()).expect("recover");
+    assert_eq!(log.len(), 0, "nothing was committed");
+    let h = Harness::open_audited(dir, store.clone(), Some(AuditSink::without_writer(0))).await;
+    let id = h.submit().await;
+    let dir = h.stop().await;
+    crate::audit::recover(&dir.path().join("audit"), &store, &audit_signer()).expect("recover");
+    let entries = logged(&log_dir);
+    assert_eq!(kinds(&entries), ["admission"]);
+    assert!(matches!(&entries[0], audit::Entry::Admission(a) if a.job == id.as_str()));
+}
+
+/// Receipts are logged as such only when signed by the key the node registered and about the
+/// result they came with; anything else is logged as rejected.
+#[tokio::test]
+async fn receipts_are_checked_against_the_key_the_node_registered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("state.redb")).expect("open store");
+    let h = Harness::open_audited(dir, store.clone(), Some(AuditSink::without_writer(0))).await;
+    let host_key = vauban_audit::SecretKey::from_seed(&[9; 32]);
+    let (outbound, mut inbox) = mpsc::unbounded_channel();
+    let registration = Registration {
+        id: NodeId::from("n1"),
+        labels: BTreeMap::new(),
+        slots: 1,
+        memory_bytes: GIB,
+        receipt_key: Some(host_key.public_key().to_hex()),
+    };
+    let connection = h
+        .scheduler
+        .node_connected(registration, BTreeSet::new(), Vec::new(), outbound)
+        .await
+        .expect("connect");
+    let host = Host {
+        id: NodeId::from("n1"),
+        connection,
+        inbox: mpsc::unbounded_channel().1,
+        scheduler: h.scheduler.clone(),
+    };
+    let receipt = |job: &JobId, attempt: u32, key: &vauban_audit::SecretKey| {
+        let signed = vauban_audit::Receipt {
+            job: job.to_string(),
+            attempt,
+            module: h.module.to_string(),
+            capabilities: vec!["memory:268435456".into()],
+            node: "n1".into(),
+            started_ms: 1,
+            ended_ms: 2,
+            outcome: Outcome::Exited { code: 0 }.to_string(),
+            fuel: 0,
+            peak_memory_bytes: 65536,
+        }
+        .sign(key)
+        .expect("sign");
+        Some(Ok(Box::new(signed)))
+    };
+    for key in [&host_key, &vauban_audit::SecretKey::from_seed(&[8; 32])] {
+        let id = h.submit().await;
+        let Some(ToHost::Assign(a)) = inbox.recv().await else {
+            panic!("an assignment");
+        };
+        host.send(HostEvent::Finished {
+            job: id.clone(),
+            attempt: a.attempt,
+            end: RunEnd::Ran(result(Outcome::Exited { code: 0 })),
+            receipt: receipt(&id, a.attempt, key),
+        })
+        .await;
+        assert_eq!(
+            h.get(&id).await.state,
+            JobState::Completed,
+            "the result counts"
+        );
+    }
+    let dir = h.stop().await;
+    let log_dir = dir.path().join("audit");
+    crate::audit::recover(&log_dir, &store, &audit_signer()).expect("recover");
+    let entries = logged(&log_dir);
+    assert_eq!(
+        kinds(&entries),
+        [
+            "admission",
+            "placement",
+            "receipt",
+            "finish",
+            "admission",
+            "placement",
+            "rejected_receipt",
+            "finish"
+        ]
+    );
+    let audit::Entry::RejectedReceipt(rejected) = &entries[6] else {
+        panic!("a rejected receipt");
+    };
+    assert!(
+        rejected
+            .reason
+            .contains("not by the receipt key node n1 registered"),
+        "{}",
+        rejected.reason
     );
 }

@@ -8,9 +8,10 @@
 //! never stalls a runtime worker serving other connections.
 //!
 //! Since the fsync, not the writing, is what a commit costs, the state task writes all the job
-//! changes of a batch of commands with one [`Store::write_jobs`] call (group commit, see
+//! changes of a batch of commands with one [`Store::commit`] call (group commit, see
 //! [`crate::state`]): a job accepted and placed in the same batch is written once, already
-//! running, with its stdin.
+//! running, with its stdin, and with the audit entries recording the batch's decisions
+//! ([`outbox`]).
 //!
 //! # Key layout
 //!
@@ -20,8 +21,10 @@
 //! | `stdin/<job id>` | the job's stdin | once, with (or just before) the job's first record |
 //! | `nodes/<node id>` | JSON node record ([`RecordKind::Node`]) | when what is persisted of it changes |
 //! | `namespaces/<name>` | JSON namespace record ([`RecordKind::Namespace`]) | when its quota is set |
+//! | `trust/policy` | JSON: the trust policy's TOML and its signatures ([`RecordKind::Trust`]) | when a newer policy is installed |
 //! | `modules/<digest>` | JSON [`ModuleRecord`] | at the first upload, and the first into each further namespace |
 //! | `blobs/<digest>` | the module's bytes, as uploaded | once, with (or just before) its first record |
+//! | `audit/<index>` | an audit entry's canonical line, waiting to be appended to the log as entry `<index>` ([`outbox`]) | in the commit of the change it records; deleted once appended |
 //!
 //! Ids and names have `%` and `/` escaped as `%25` and `%2F`, so that in a key `/` only ever
 //! ends the kind or starts a part.
@@ -40,12 +43,14 @@
 //! # Transactions and the backend's limits
 //!
 //! A record is always written whole in one transaction, and so is a new job's record with its
-//! stdin when they fit one together. [`Store::write_jobs`] commits a batch in one transaction
+//! stdin when they fit one together. [`Store::commit`] commits a batch in one transaction
 //! when the backend's limits ([`kv::Limits`]) allow, which on redb is always; on a backend with
 //! limits (etcd's `--max-txn-ops` and `--max-request-bytes`) it commits as few transactions as
 //! fit, each holding whole job writes. That is correct because each job's write is independent
 //! of the others' and the state task answers nobody before the call returns; but if one of these
-//! commits fails, the ones before it stay committed although the call returns an error.
+//! commits fails, the ones before it stay committed although the call returns an error. The
+//! batch's audit entries go with or after its last job write, in index order, so that what such
+//! a failure leaves of them is a run of indices the state task reads back ([`outbox`]).
 //!
 //! Bytes that nothing refers to yet — a new module's bytes before its record, a new job's stdin
 //! before its record — go first, in transactions of their own, when they do not fit in the
@@ -59,6 +64,7 @@
 //! leader election can fence a deposed leader: a guard on the leader key in every transaction.
 
 mod kv;
+mod outbox;
 mod redb_kv;
 
 use std::collections::BTreeMap;
@@ -68,6 +74,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use vauban_core::ModuleDigest;
+
+pub(crate) use self::outbox::OutboxWrite;
 
 use self::kv::{Guard, Kv, KvError, Limits, Op, Txn};
 use self::redb_kv::RedbKv;
@@ -91,6 +99,8 @@ pub(crate) enum RecordKind {
     Node,
     /// Under `namespaces/<name>`.
     Namespace,
+    /// Under `trust/<name>`: the trust policy in force (`trust/policy`).
+    Trust,
 }
 
 impl RecordKind {
@@ -98,6 +108,7 @@ impl RecordKind {
         match self {
             Self::Node => "nodes/",
             Self::Namespace => "namespaces/",
+            Self::Trust => "trust/",
         }
     }
 }
@@ -224,24 +235,30 @@ impl Store {
     /// When the backend fails, a record cannot be encoded, or one job's write is larger than a
     /// transaction may be. Each job's write is all or nothing; on a backend with limits, the
     /// writes committed before the failing one stay committed.
+    ///
+    /// (The state task commits through [`Store::commit`], which adds the audit outbox.)
+    #[cfg(test)]
     pub(crate) fn write_jobs(&self, jobs: &[JobWrite]) -> Result<(), StoreError> {
-        self.write(jobs.iter().map(|w| (&w.record, w.new)))
+        self.write(jobs.iter().map(|w| (&w.record, w.new)), Vec::new())
     }
 
-    /// Rewrites these jobs' records (not their stdin), as [`Store::write_jobs`] does.
+    /// Rewrites these jobs' records (not their stdin), as [`Store::commit`] does.
     ///
     /// # Errors
     ///
-    /// As [`Store::write_jobs`].
+    /// As [`Store::commit`].
     pub(crate) fn put_jobs(&self, jobs: &[JobRecord]) -> Result<(), StoreError> {
-        self.write(jobs.iter().map(|job| (job, false)))
+        self.write(jobs.iter().map(|job| (job, false)), Vec::new())
     }
 
-    /// Encodes every record, and checks that every job's write fits a transaction, before
-    /// committing anything: such a failure writes nothing at all.
+    /// Encodes every record, and checks that every job's write and every group of `after` fits
+    /// a transaction, before committing anything: such a failure writes nothing at all. `after`
+    /// (the audit outbox, see [`outbox`]) is committed with or after the last job write, in its
+    /// order, each group whole.
     fn write<'a>(
         &self,
         jobs: impl Iterator<Item = (&'a JobRecord, bool)>,
+        after: Vec<(String, Vec<Op>)>,
     ) -> Result<(), StoreError> {
         // A key is written at most once per transaction: the last record of a job wins.
         let mut latest: BTreeMap<&str, (&JobRecord, bool)> = BTreeMap::new();
@@ -264,6 +281,9 @@ impl Store {
             }
             writes.push((key, record, stdin));
         }
+        if let Some((key, ops)) = after.iter().find(|(_, ops)| !packer.fits_alone(ops)) {
+            return Err(too_large(key, ops.clone()));
+        }
         for (key, record, mut stdin) in writes {
             let together =
                 packer
@@ -277,6 +297,9 @@ impl Store {
                 packer.push_apart(&key, stdin)?;
                 packer.push(&key, record)?;
             }
+        }
+        for (key, ops) in after {
+            packer.push(&key, ops)?;
         }
         packer.flush()?;
         #[cfg(test)]
@@ -698,6 +721,7 @@ mod tests {
                 restart: RestartPolicy::default(),
                 priority: DEFAULT_PRIORITY,
                 placement: PlacementSpec::default(),
+                grant: None,
             },
             42,
         )

@@ -249,6 +249,7 @@ async fn serves_clients_and_hosts_then_drains() {
                     stdout: b"hi".to_vec(),
                     ..v1::RunResult::default()
                 })),
+                receipt: Vec::new(),
             },
         )))
         .await

@@ -7,6 +7,7 @@ mod capabilities;
 mod hostile;
 mod job_world;
 mod loading;
+mod policy;
 mod sdk;
 mod third_party;
 mod tidy;

@@ -70,12 +70,15 @@ fn a_minimal_spec_takes_the_defaults() {
         }
     );
     assert_eq!(job.stdin_file, None);
+    assert_eq!(job.grant_file, None);
+    assert!(spec.grant.is_empty() && caps.interfaces.is_empty());
 }
 
 #[test]
 fn relative_paths_are_taken_from_the_spec_files_directory() {
     let job = ok(r#"
         stdin_file = "input/readings.json"
+        grant = "grants/fusion.grant.json"
         [[dirs]]
         host = "data"
         guest = "/data"
@@ -91,6 +94,10 @@ fn relative_paths_are_taken_from_the_spec_files_directory() {
     assert_eq!(
         job.stdin_file,
         Some(PathBuf::from("/srv/jobs/input/readings.json"))
+    );
+    assert_eq!(
+        job.grant_file,
+        Some(PathBuf::from("/srv/jobs/grants/fusion.grant.json"))
     );
     let dirs = job.spec.capabilities.unwrap_or_default().dirs;
     assert_eq!(
@@ -385,6 +392,11 @@ fn errors_name_the_field() {
             "stdin = \"a\"\nstdin_file = \"b\"",
             &["stdin_file: give stdin (inline text) or stdin_file"],
         ),
+        ("grant = \"\"", &["grant: is empty"]),
+        (
+            "interfaces = [\"wasi:http/outgoing-handler\", \"\"]",
+            &["interfaces[1]: \"\" is not an interface name"],
+        ),
         ("env = { \"A=B\" = \"x\" }", &["env.\"A=B\""]),
         ("env = { \"\" = \"x\" }", &["env.\"\""]),
         ("config = { \"\" = \"x\" }", &["config.\"\"", "non-empty"]),
@@ -524,6 +536,28 @@ fn load_reads_stdin_file_and_names_the_spec_in_errors() {
     std::fs::write(&path, "module = \"app.wasm\"\nstdin_file = \"in.txt\"\n").expect("write");
     let job = load(&path).expect("loads");
     assert_eq!(job.spec.stdin, b"from a file");
+
+    std::fs::write(dir.path().join("g.json"), "{\"grant\": 1}").expect("write");
+    std::fs::write(
+        &path,
+        "module = \"app.wasm\"\ngrant = \"g.json\"\ninterfaces = [\"wasi:http/outgoing-handler\"]\n",
+    )
+    .expect("write");
+    let job = load(&path).expect("loads");
+    assert_eq!(
+        job.spec.grant, b"{\"grant\": 1}",
+        "sent as it is: the scheduler checks it"
+    );
+    assert_eq!(
+        job.spec.capabilities.unwrap_or_default().interfaces,
+        ["wasi:http/outgoing-handler"]
+    );
+    std::fs::write(&path, "module = \"app.wasm\"\ngrant = \"missing.json\"\n").expect("write");
+    let err = format!("{:#}", load(&path).expect_err("no grant file"));
+    assert!(
+        err.contains("reading grant") && err.contains("missing.json"),
+        "{err}"
+    );
     assert_eq!(job.module, ModuleSource::Path(dir.path().join("app.wasm")));
 
     std::fs::write(&path, "module = \"app.wasm\"\npriority = 500\n").expect("write");

@@ -1,0 +1,127 @@
+//! Installing a newer trust policy, in the state task: the one place that replaces the policy in
+//! force, so that persisting it, telling the hosts and stopping what it no longer trusts happen
+//! in one order, between two commands.
+//!
+//! The order is the design. (1) The policy must succeed the one in force (version forward,
+//! signed by that policy's root threshold). (2) It is written to the store before anything acts
+//! on it, so a restarted scheduler never holds an older policy than its hosts were sent. (3) It
+//! replaces the policy in force, which the module and jobs services read at every upload and
+//! submit: new work is judged by it from here on. (4) Every connected host is sent it; each
+//! verifies it against its own pinned roots and stops, by itself, the instances the policy no
+//! longer trusts. (5) Jobs it no longer trusts fail, their attempts are stopped, and the change
+//! and each stop go to the audit log with the batch's commit.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tracing::{info, warn};
+use vauban_audit::entry as audit;
+use vauban_core::revocation::still_trusted;
+use vauban_core::{KeyId, ModuleDigest, PolicyError, SignedGrant, TrustPolicy};
+
+use super::{SchedulerError, State};
+use crate::job::JobId;
+use crate::node::{PushedPolicy, ToHost};
+use crate::store::RecordKind;
+use crate::trust::{POLICY_RECORD, PolicyRecord};
+
+impl State {
+    /// Installs `policy` (already verified against the pinned roots) in place of the policy in
+    /// force; see the module documentation for the order of the steps.
+    pub(super) async fn install_policy(
+        &mut self,
+        policy: TrustPolicy,
+    ) -> Result<Result<Arc<TrustPolicy>, PolicyError>, SchedulerError> {
+        let Some(holder) = self.config.policy.clone() else {
+            return Ok(Err(PolicyError::Invalid(
+                "this scheduler runs in keys-only mode and holds no policy".into(),
+            )));
+        };
+        let old = holder.current();
+        if let Err(e) = policy.succeeds(&old) {
+            return Ok(Err(e));
+        }
+        let record = PolicyRecord::of(&policy);
+        self.store
+            .call(move |s| s.put_record(RecordKind::Trust, POLICY_RECORD, &record))
+            .await?;
+        if let Err(e) = holder.replace(policy) {
+            // Only this task replaces the policy, and it just checked: not expected.
+            return Ok(Err(e));
+        }
+        let new = holder.current();
+        info!(
+            old = old.version(),
+            new = new.version(),
+            digest = %new.digest(),
+            "trust policy installed"
+        );
+        self.audit(|at_ms| {
+            audit::Entry::PolicyChange(audit::PolicyChange {
+                at_ms,
+                old_version: old.version(),
+                new_version: new.version(),
+                digest: new.digest(),
+            })
+        });
+        for node in self.nodes.values() {
+            node.send(ToHost::Policy(PushedPolicy(Arc::clone(&new))));
+        }
+        self.stop_untrusted(&new).await?;
+        self.dirty = true;
+        Ok(Ok(new))
+    }
+
+    /// Fails every job that is not over and that `policy` no longer trusts (its module or its
+    /// grant), stopping its attempts.
+    async fn stop_untrusted(&mut self, policy: &TrustPolicy) -> Result<(), SchedulerError> {
+        let live: Vec<(JobId, ModuleDigest, Option<String>)> = self
+            .jobs
+            .values()
+            .filter(|job| !job.state.is_terminal())
+            .map(|job| (job.id.clone(), job.spec.module, job.spec.grant.clone()))
+            .collect();
+        let mut signers: HashMap<ModuleDigest, Vec<KeyId>> = HashMap::new();
+        let now = SystemTime::now();
+        for (id, module, grant) in live {
+            if let Entry::Vacant(slot) = signers.entry(module) {
+                let record = self.store.call(move |s| s.module(&module)).await?;
+                slot.insert(record.map(|r| r.signers).unwrap_or_default());
+            }
+            let grant = match grant
+                .as_deref()
+                .map(|g| SignedGrant::from_json(g.as_bytes()))
+            {
+                Some(Ok(grant)) => Some(grant),
+                Some(Err(e)) => {
+                    self.revoke(&id, format!("its grant no longer parses: {e}"));
+                    continue;
+                }
+                None => None,
+            };
+            let Err(untrusted) =
+                still_trusted(policy, &module, &signers[&module], grant.as_ref(), now)
+            else {
+                continue;
+            };
+            self.revoke(&id, untrusted.to_string());
+        }
+        Ok(())
+    }
+
+    /// In the batch: the job fails with `why`, and the stop is recorded for the audit log.
+    fn revoke(&mut self, id: &JobId, why: String) {
+        warn!(job = %id, "stopping a job the trust policy no longer trusts: {why}");
+        self.audit(|at_ms| {
+            audit::Entry::Cancellation(audit::Cancellation {
+                at_ms,
+                job: id.to_string(),
+                by: "revocation".to_owned(),
+                reason: why.clone(),
+            })
+        });
+        self.fail(id, why);
+    }
+}
