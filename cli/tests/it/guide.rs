@@ -1,5 +1,5 @@
-//! The guest guide (`docs/guest-guide.md`) run as written: its walkthrough blocks in order, in
-//! an empty directory, with the `vauban` under test first on `PATH` and `vauban dev` in the
+//! The guest guide (`docs/guest-guide.md`) and the operator's page (`docs/operator.md`) run as
+//! written: each page's walkthrough blocks in order, in an empty directory, with the `vauban` under test first on `PATH` and `vauban dev` in the
 //! background, and each block's output checked against what the guide says it prints.
 //!
 //! The blocks' roles are in their info strings, after the language, so the page renders as
@@ -237,8 +237,20 @@ impl Walkthrough {
 
 #[test]
 fn the_guest_guide_runs_as_written() {
-    let guide = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/guest-guide.md");
-    let guide = std::fs::read_to_string(guide).expect("read the guide");
+    run_page("guest-guide.md");
+}
+
+#[test]
+fn the_operator_page_runs_as_written() {
+    run_page("operator.md");
+}
+
+/// Runs the walkthrough of `docs/<page>`, checking every output and file it shows.
+fn run_page(page: &str) {
+    let guide = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(page);
+    let guide = std::fs::read_to_string(guide).expect("read the page");
     let steps = steps(&guide);
     assert!(
         steps.iter().any(|s| matches!(s, Step::Background(_))),
