@@ -450,6 +450,18 @@ impl TrustPolicy {
         }
     }
 
+    /// The keys this policy lists as unrevoked roots whose signature on it verifies: who
+    /// vouched for it, for the audit log. Empty for a policy parsed unverified.
+    pub fn root_signers(&self) -> Vec<KeyId> {
+        let Some(envelope) = &self.envelope else {
+            return Vec::new();
+        };
+        match envelope.check_signatures(|id| self.keys.get(id)) {
+            Ok(checks) => self.count(&checks, Role::Root, "").0,
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// The exact TOML bytes of the policy.
     pub fn toml_bytes(&self) -> &[u8] {
         &self.toml

@@ -130,15 +130,25 @@ pub async fn serve(
     .with_context(|| format!("cannot recover the state from {}", path.display()))?;
     if let (Some(change), Some(holder)) = (policy_change, &policy) {
         let current = holder.current();
+        let at_ms = crate::now_ms();
+        let mut entries = vec![vauban_audit::Entry::PolicyChange(
+            vauban_audit::entry::PolicyChange {
+                at_ms,
+                old_version: change.old_version,
+                new_version: change.new_version,
+                digest: current.digest(),
+            },
+        )];
+        entries.extend(current.root_signers().into_iter().map(|key| {
+            vauban_audit::Entry::KeyUse(vauban_audit::KeyUse {
+                at_ms,
+                key: key.to_string(),
+                role: "root".to_owned(),
+                purpose: format!("signed trust policy version {}", current.version()),
+            })
+        }));
         scheduler
-            .record_audit(vec![vauban_audit::Entry::PolicyChange(
-                vauban_audit::entry::PolicyChange {
-                    at_ms: crate::now_ms(),
-                    old_version: change.old_version,
-                    new_version: change.new_version,
-                    digest: current.digest(),
-                },
-            )])
+            .record_audit(entries)
             .await
             .context("recording the trust policy in the audit log")?;
     }

@@ -986,6 +986,7 @@ impl State {
                 ),
             })
         });
+        self.audit_authorizers(&job);
         self.batch.undo.push(Undo::Accepted(job.id.clone()));
         self.batch.writes.insert(
             job.id.clone(),

@@ -80,6 +80,8 @@ impl Trusted {
             data.display()
         );
         std::fs::write(ws.path("policy.toml"), policy).expect("write policy");
+        // The scheduler's audit key (not a policy key: it signs the log's checkpoints).
+        key(&ws, "audit", "audit");
         std::fs::create_dir(ws.path("roots")).expect("roots");
         for root in ["root1", "root2"] {
             std::fs::copy(
@@ -162,6 +164,7 @@ impl Trusted {
                 "sched",
             ])
             .args(["--policy", "policy.toml", "--roots", "roots"])
+            .args(["--audit-key", "keys/audit.key"])
             .args(["--heartbeat", &heartbeat, "--down-after", "10s"])
             .args(ws.scheduler_tls_args())
             .env_remove("VAUBAN_TRUST")

@@ -173,6 +173,68 @@ async fn a_revoked_digest_stops_its_running_service_within_one_heartbeat() {
         text(&out.stderr)
     );
 
+    // The audit log holds the whole story, and verifies: each root that signed each version,
+    // the change, the revocation's stop, and the authorizers of the accepted job.
+    let tail = t.ws.vauban_ok(&[
+        "audit",
+        "tail",
+        "--log",
+        "sched/audit",
+        "-n",
+        "100000",
+        "--output",
+        "json",
+    ]);
+    let entries: serde_json::Value = serde_json::from_slice(&tail.stdout).expect("json");
+    let kinds: Vec<(String, String)> = entries
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| {
+            let entry = &e["entry"];
+            let detail = ["purpose", "by", "new_version"]
+                .iter()
+                .find_map(|f| entry.get(*f).map(|v| v.to_string()))
+                .unwrap_or_default();
+            (
+                entry["kind"].as_str().unwrap_or_default().to_owned(),
+                detail,
+            )
+        })
+        .collect();
+    let has = |kind: &str, detail: &str| {
+        kinds
+            .iter()
+            .filter(|(k, d)| k == kind && d.contains(detail))
+            .count()
+    };
+    assert_eq!(has("policy_change", "1"), 1, "{kinds:?}");
+    assert_eq!(has("policy_change", "2"), 1, "{kinds:?}");
+    assert_eq!(
+        has("key_use", "signed trust policy version 1"),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        has("key_use", "signed trust policy version 2"),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        has("key_use", "authorized grant g-1 for job"),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(has("cancellation", "revocation"), 1, "{kinds:?}");
+    t.ws.vauban_ok(&[
+        "audit",
+        "verify",
+        "--log",
+        "sched/audit",
+        "--key",
+        "keys/audit.pub",
+    ]);
+
     // A submitter may not install a policy.
     let submitter = t.ws.tls_args("pki/submitter");
     let mut as_submitter = vec!["policy", "push", "--addr", &scheduler.addr];

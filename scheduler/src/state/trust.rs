@@ -22,7 +22,7 @@ use vauban_core::revocation::still_trusted;
 use vauban_core::{KeyId, ModuleDigest, PolicyError, SignedGrant, TrustPolicy};
 
 use super::{SchedulerError, State};
-use crate::job::JobId;
+use crate::job::{JobId, JobRecord};
 use crate::node::{PushedPolicy, ToHost};
 use crate::store::RecordKind;
 use crate::trust::{POLICY_RECORD, PolicyRecord};
@@ -66,6 +66,16 @@ impl State {
                 digest: new.digest(),
             })
         });
+        for key in new.root_signers() {
+            self.audit(|at_ms| {
+                audit::Entry::KeyUse(audit::KeyUse {
+                    at_ms,
+                    key: key.to_string(),
+                    role: "root".to_owned(),
+                    purpose: format!("signed trust policy version {}", new.version()),
+                })
+            });
+        }
         for node in self.nodes.values() {
             node.send(ToHost::Policy(PushedPolicy(Arc::clone(&new))));
         }
@@ -109,6 +119,30 @@ impl State {
             self.revoke(&id, untrusted.to_string());
         }
         Ok(())
+    }
+
+    /// In the batch, for the audit log: each authorizer key whose signature on the grant of a
+    /// job just accepted counted under the policy in force (the jobs service verified the same
+    /// grant a moment before; verifying again here names the keys without trusting it).
+    pub(super) fn audit_authorizers(&mut self, job: &JobRecord) {
+        let (Some(holder), Some(grant)) = (&self.config.policy, &job.spec.grant) else {
+            return;
+        };
+        let Ok(verified) = SignedGrant::from_json(grant.as_bytes())
+            .and_then(|g| g.verify(&holder.current(), SystemTime::now()))
+        else {
+            return;
+        };
+        for key in verified.signers {
+            self.audit(|at_ms| {
+                audit::Entry::KeyUse(audit::KeyUse {
+                    at_ms,
+                    key: key.to_string(),
+                    role: "authorizer".to_owned(),
+                    purpose: format!("authorized grant {} for job {}", verified.grant.id, job.id),
+                })
+            });
+        }
     }
 
     /// In the batch: the job fails with `why`, and the stop is recorded for the audit log.
