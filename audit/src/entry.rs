@@ -247,6 +247,11 @@ impl Entry {
                     Decision::Refused => "refused",
                 };
                 match e.subject {
+                    // A refused job never got an id.
+                    Subject::Job if e.job.is_empty() => format!(
+                        "{decision} job of {} in {}: {}",
+                        e.module, e.namespace, e.reason
+                    ),
                     Subject::Job => format!(
                         "{decision} job {} ({}) in {}: {}",
                         e.job, e.module, e.namespace, e.reason
