@@ -331,3 +331,69 @@ async fn a_host_stops_what_a_pushed_policy_revokes_by_itself() {
     let kept = std::fs::read_to_string(t.ws.path("hosts/eu-1/trust/policy.toml")).expect("kept");
     assert!(kept.starts_with("version = 3\n"), "{kept}");
 }
+
+/// A grant's window closes while its instance runs: the host stops the instance then, on its
+/// own, and refuses the next assignment under the same grant.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_stops_an_instance_when_its_grant_expires() {
+    let t = Trusted::new();
+    t.ws.vauban_ok(&[
+        "grant",
+        "create",
+        "--module",
+        "hello.wasm",
+        "--dir",
+        "data/in:/in:ro",
+        "--network",
+        "127.0.0.1:9",
+        "--memory",
+        "64MiB",
+        "--timeout",
+        "30s",
+        "--node-class",
+        "eu",
+        "--id",
+        "g-short",
+        "--valid-for",
+        "8s",
+        "-o",
+        "short.json",
+    ]);
+    for authorizer in ["auth1", "auth2"] {
+        t.ws.vauban_ok(&[
+            "grant",
+            "sign",
+            "--key",
+            &format!("keys/{authorizer}.key"),
+            "short.json",
+        ]);
+    }
+    let (_host, mut stream, digest) = fake_scheduler(&t, "eu-1", &["jurisdiction=eu"]).await;
+    let assign = |job: &str| {
+        v1::scheduler_message::Message::Assign(v1::Assignment {
+            job_id: job.into(),
+            attempt: 1,
+            module_digest: digest.clone(),
+            capabilities: Some(t.caps(|c| c.args.extend(["--sleep".into(), "20000".into()]))),
+            program: "hello".into(),
+            grant: t.grant("short.json"),
+            ..Default::default()
+        })
+    };
+    stream.send(assign("svc")).await;
+    let finished = stream.finished().await;
+    let Some(v1::job_finished::End::Result(result)) = finished.end else {
+        panic!("stopped with a result: {finished:?}")
+    };
+    let outcome =
+        vauban_core::Outcome::try_from(result.outcome.expect("outcome")).expect("outcome");
+    // Stopped, not run to the end of its 20 s sleep.
+    assert_eq!(outcome, vauban_core::Outcome::Cancelled);
+    assert!(text(&result.stdout).contains("hello, admission!"), "it ran");
+    stream.send(assign("again")).await;
+    let refused = stream.finished().await;
+    let Some(v1::job_finished::End::Refused(reason)) = &refused.end else {
+        panic!("refused: {refused:?}")
+    };
+    assert!(reason.contains("grant g-short expired"), "{reason}");
+}

@@ -125,7 +125,7 @@ pub(super) async fn run(
 }
 
 /// Resolves, with the reason, once a trust policy installed on this host while the job runs no
-/// longer trusts its module or its grant; never in keys-only mode.
+/// longer trusts its module or its grant, or once its grant expires; never in keys-only mode.
 async fn untrusted(agent: &Agent, module: &LoadedModule, grant: &[u8]) -> String {
     let Some(holder) = agent.runtime.policy() else {
         return std::future::pending().await;
@@ -153,8 +153,28 @@ async fn untrusted(agent: &Agent, module: &LoadedModule, grant: &[u8]) -> String
         ) {
             return untrusted.to_string();
         }
-        if changes.changed().await.is_err() {
-            return std::future::pending().await;
+        // A grant's window ends while the instance runs: it stops then, as a grant that
+        // expired before the assignment would have refused it.
+        let expiry = async {
+            let Some(grant) = &grant else {
+                return std::future::pending::<String>().await;
+            };
+            let grant = grant.unverified_grant();
+            let left = grant
+                .not_after
+                .time()
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::sleep(left).await;
+            format!("its grant {} expired at {}", grant.id, grant.not_after)
+        };
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            why = expiry => return why,
         }
     }
 }
