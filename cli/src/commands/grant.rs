@@ -16,7 +16,8 @@ use vauban_core::policy::Mode;
 use vauban_core::{Access, DirGrant, Grant, ModuleDigest, ModuleKind, SecretKey, SignedGrant};
 
 use super::caps::{parse_duration, parse_size};
-use super::policy::{load_verified, write_replacing};
+use super::policy::load_verified;
+use super::write_replacing;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum GrantCommand {

@@ -1,12 +1,12 @@
 //! `vauban key`: create signing keys for each role (root, publisher, authorizer, audit).
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use vauban_core::{Role, SecretKey};
+
+use super::{with_extension, write_file};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeyCommand {
@@ -58,31 +58,4 @@ fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     println!("public_key = \"\"\"\n{}\"\"\"", key.public_key().to_pem());
     println!("roles = [\"{}\"]", args.role);
     Ok(ExitCode::SUCCESS)
-}
-
-fn with_extension(prefix: &Path, ext: &str) -> PathBuf {
-    let mut name = prefix.as_os_str().to_owned();
-    name.push(".");
-    name.push(ext);
-    PathBuf::from(name)
-}
-
-fn write_file(path: &Path, contents: &[u8], mode: u32, force: bool) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).mode(mode);
-    if force {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("writing {} (use --force to overwrite)", path.display()))?;
-    file.write_all(contents)
-        .with_context(|| format!("writing {}", path.display()))
 }

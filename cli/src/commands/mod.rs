@@ -24,6 +24,7 @@ pub(crate) mod sign;
 pub(crate) mod spec;
 pub(crate) mod verify;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -63,4 +64,51 @@ pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("expected KEY=VALUE, got {s:?}")),
     }
+}
+
+/// `prefix` + `.ext`, keeping any dots already in the prefix.
+pub(crate) fn with_extension(prefix: &Path, ext: &str) -> PathBuf {
+    let mut name = prefix.as_os_str().to_owned();
+    name.push(".");
+    name.push(ext);
+    PathBuf::from(name)
+}
+
+/// Writes a new file with `mode`, creating its directory; refuses to overwrite unless `force`.
+pub(crate) fn write_file(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    force: bool,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    if force {
+        // A key written over must not keep a looser mode from before.
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
+        }
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("writing {} (use --force to overwrite)", path.display()))?;
+    file.write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes a file through a temporary sibling and a rename, so a reader never sees half of it.
+pub(crate) fn write_replacing(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

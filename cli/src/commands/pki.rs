@@ -7,7 +7,6 @@
 //! prints what a certificate says. `vauban dev` uses the same functions for its generated PKI.
 //! Certificates are written by rcgen and read by x509-parser: no DER by hand.
 
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +26,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
 use super::client::Format;
+use super::{with_extension, write_file, write_replacing};
 
 /// The trust domain when none is given.
 pub(crate) const DEFAULT_TRUST_DOMAIN: &str = "vauban.local";
@@ -680,47 +680,6 @@ pub(crate) fn not_after(path: &Path) -> Option<SystemTime> {
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
     let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
     Some(UNIX_EPOCH + Duration::from_secs(secs))
-}
-
-/// `prefix` + `.ext`, keeping any dots already in the prefix.
-pub(crate) fn with_extension(prefix: &Path, ext: &str) -> PathBuf {
-    let mut name = prefix.as_os_str().to_owned();
-    name.push(".");
-    name.push(ext);
-    PathBuf::from(name)
-}
-
-/// Writes a new file with `mode`, creating its directory; refuses to overwrite unless `force`.
-fn write_file(path: &Path, contents: &[u8], mode: u32, force: bool) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    if force {
-        // A key written over must not keep a looser mode from before.
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
-        }
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("writing {} (use --force to overwrite)", path.display()))?;
-    file.write_all(contents)
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Replaces `path` atomically (a temporary file beside it, then a rename).
-fn write_replacing(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let tmp = with_extension(path, "tmp");
-    let _ = std::fs::remove_file(&tmp);
-    write_file(&tmp, contents, 0o644, false)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
 /// `vauban dev`'s PKI under `dir`: a CA, a scheduler certificate, one per host, and the

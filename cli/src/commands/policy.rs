@@ -12,6 +12,7 @@ use vauban_core::{Role, SecretKey, TrustPolicy, TrustStore};
 use vauban_proto::v1::{self, trust_client::TrustClient};
 
 use super::client::{ClientArgs, Format as ClientFormat};
+use super::write_replacing;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PolicyCommand {
@@ -87,18 +88,9 @@ pub(crate) fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
         PolicyCommand::Sign(args) => sign(args),
         PolicyCommand::Verify(args) => show(args, false),
         PolicyCommand::Show(args) => show(args, true),
-        PolicyCommand::Push(args) => remote(push(args)),
-        PolicyCommand::Get(args) => remote(get(args)),
+        PolicyCommand::Push(args) => crate::block_on(push(args)),
+        PolicyCommand::Get(args) => crate::block_on(get(args)),
     }
-}
-
-fn remote(
-    command: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
-) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(command)
 }
 
 async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
@@ -284,13 +276,4 @@ fn list<T: std::fmt::Display>(items: &[T]) -> String {
         .map(T::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Writes a file through a temporary sibling and a rename, so a reader never sees half of it.
-pub(crate) fn write_replacing(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

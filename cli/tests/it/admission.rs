@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -19,10 +19,12 @@ use tonic::{Code, Request, Response, Status};
 use vauban_core::Outcome;
 use vauban_proto::v1::host_link_server::{HostLink, HostLinkServer};
 use vauban_proto::v1::job_finished::End;
-use vauban_proto::v1::{self, jobs_client::JobsClient, nodes_client::NodesClient};
+use vauban_proto::v1::{self, jobs_client::JobsClient};
 use vauban_tests::Target;
 
-use crate::cluster::{Process, Scheduler, channel, finished, outcome, stdout, upload};
+use crate::cluster::{
+    Process, Scheduler, channel, finished, outcome, stdout, upload, wait_for_nodes,
+};
 use crate::support::{Workspace, code, text};
 
 /// The destination the grant and the node class allow.
@@ -257,31 +259,6 @@ async fn refused(channel: &Channel, spec: v1::JobSpec, code: Code, expected: &[&
             "expected {part:?} in {:?}",
             status.message()
         );
-    }
-}
-
-/// Waits until `n` nodes are ready (polling, with a deadline).
-pub(crate) async fn wait_for_nodes(channel: &Channel, n: usize) {
-    let deadline = Instant::now() + STEP;
-    loop {
-        let nodes = NodesClient::new(channel.clone())
-            .list_nodes(v1::ListNodesRequest {})
-            .await
-            .expect("list nodes")
-            .into_inner()
-            .nodes;
-        let ready = nodes
-            .iter()
-            .filter(|n| n.state == v1::NodeState::Ready as i32)
-            .count();
-        if ready >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "hosts did not register: {nodes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -17,7 +17,7 @@ use vauban_tests::Target;
 use crate::cluster::Process;
 use crate::support::{Workspace, code, text};
 
-fn entries() -> Vec<Entry> {
+pub(crate) fn entries() -> Vec<Entry> {
     vec![
         Entry::Admission(Admission {
             at_ms: 1_700_000_000_000,

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use vauban_audit::{Entry, Finish, Log, Placement, Start};
+use vauban_audit::Log;
 use vauban_core::envelope::Envelope;
 use vauban_core::grant::{GRANT_PAYLOAD_TYPE, Timestamp};
 use vauban_core::policy::POLICY_PAYLOAD_TYPE;
@@ -185,7 +185,7 @@ impl Fixture {
 
         // A checkpoint after every entry, so that a change is pinned to one entry. The log is
         // reopened for each append because the CLI writes the checkpoints in between.
-        for (i, entry) in audit_entries().iter().enumerate() {
+        for (i, entry) in crate::audit::entries().iter().enumerate() {
             Log::open(&fx.ws.path("log"))
                 .and_then(|mut log| log.append(entry))
                 .expect("append");
@@ -379,39 +379,6 @@ impl Fixture {
         self.write(file, proof.to_string());
         args(&["audit", "verify-proof", "--key", "keys/audit.pub", file])
     }
-}
-
-/// The fixture's log: placement, start, finish of one job, then the placement of another.
-fn audit_entries() -> Vec<Entry> {
-    vec![
-        Entry::Placement(Placement {
-            at_ms: 1_700_000_000_010,
-            job: "job-1".into(),
-            attempt: 1,
-            node: "node-a".into(),
-            explanation: "least loaded of 2 eligible".into(),
-        }),
-        Entry::Start(Start {
-            at_ms: 1_700_000_000_020,
-            job: "job-1".into(),
-            attempt: 1,
-            node: "node-a".into(),
-        }),
-        Entry::Finish(Finish {
-            at_ms: 1_700_000_000_900,
-            job: "job-1".into(),
-            attempt: 1,
-            node: "node-a".into(),
-            outcome: "exited(0)".into(),
-        }),
-        Entry::Placement(Placement {
-            at_ms: 1_700_000_001_000,
-            job: "job-2".into(),
-            attempt: 1,
-            node: "node-b".into(),
-            explanation: "only eligible node".into(),
-        }),
-    ]
 }
 
 fn ok(ws: &Workspace, args: &[&str]) -> String {

@@ -8,10 +8,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, ClientTlsConfig};
 use vauban_core::Outcome;
-use vauban_proto::v1::{self, jobs_client::JobsClient, modules_client::ModulesClient};
+use vauban_proto::v1::{
+    self, jobs_client::JobsClient, modules_client::ModulesClient, nodes_client::NodesClient,
+};
 use vauban_tests::Target;
 
 use crate::support::{Workspace, code, connect, text};
@@ -210,6 +213,32 @@ pub(crate) async fn finished(channel: &Channel, id: &str) -> v1::Job {
     match events.last() {
         Some(v1::job_event::Event::Job(job)) if terminal(job.state) => job.clone(),
         other => panic!("watch of {id} ended without a final state: {other:?}"),
+    }
+}
+
+/// Waits until `n` nodes have registered: placement decides among the nodes it knows, and a
+/// test that expects instances spread over several hosts must not submit before they join.
+pub(crate) async fn wait_for_nodes(channel: &Channel, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let nodes = NodesClient::new(channel.clone())
+            .list_nodes(v1::ListNodesRequest {})
+            .await
+            .expect("list nodes")
+            .into_inner()
+            .nodes;
+        let ready = nodes
+            .iter()
+            .filter(|n| n.state == v1::NodeState::Ready as i32)
+            .count();
+        if ready >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hosts did not register: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

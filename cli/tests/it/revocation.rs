@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use vauban_proto::v1::{self, jobs_client::JobsClient};
 
-use crate::admission::{Trusted, fake_scheduler, spec, try_submit, wait_for_nodes};
-use crate::cluster::{channel, upload, watch};
+use crate::admission::{Trusted, fake_scheduler, spec, try_submit};
+use crate::cluster::{channel, upload, wait_for_nodes, watch};
 use crate::support::text;
 
 /// Writes `policy-vN.toml`: `policy.toml` at version `version` with `extra` top-level lines,

@@ -16,7 +16,8 @@ use vauban_tests::Target;
 
 use crate::cluster::{
     Process, Scheduler, channel, finished, outcome, sample, spec, start_host, start_scheduler,
-    start_scheduler_on, start_scheduler_with, stdout, submit, terminal, upload, watch,
+    start_scheduler_on, start_scheduler_with, stdout, submit, terminal, upload, wait_for_nodes,
+    watch,
 };
 use crate::support::{Workspace, code, text};
 
@@ -76,32 +77,6 @@ async fn until(
     match tokio::time::timeout(limit, follow).await {
         Ok(_) => last.expect("the watch sends the job first"),
         Err(_) => panic!("job {id} did not get there in {limit:?}: {last:#?}"),
-    }
-}
-
-/// Waits until `n` nodes have registered: placement decides among the nodes it knows, and a
-/// test that expects instances spread over several hosts must not submit before they join.
-async fn wait_for_nodes(channel: &Channel, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let nodes = NodesClient::new(channel.clone())
-            .list_nodes(v1::ListNodesRequest {})
-            .await
-            .expect("list nodes")
-            .into_inner()
-            .nodes;
-        let ready = nodes
-            .iter()
-            .filter(|n| n.state == v1::NodeState::Ready as i32)
-            .count();
-        if ready >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "hosts did not register: {nodes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
