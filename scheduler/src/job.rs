@@ -138,6 +138,19 @@ pub(crate) struct JobSpec {
     // `default`: job records stored before this field existed still read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) grant: Option<String>,
+    /// Policy mode: who authorised the job, set at admission from the grant it verified, for
+    /// the audit log (so the state task need not verify the grant again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) authorized: Option<Authorization>,
+}
+
+/// The grant a job was admitted under and the authorizer keys whose signatures on it counted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Authorization {
+    /// The grant's id.
+    pub(crate) grant: String,
+    /// The authorizer keys that counted.
+    pub(crate) by: Vec<vauban_core::KeyId>,
 }
 
 impl JobSpec {
@@ -652,6 +665,7 @@ mod tests {
             priority: DEFAULT_PRIORITY,
             placement: PlacementSpec::default(),
             grant: None,
+            authorized: None,
         };
         JobRecord::new(JobId::from("j".to_owned()), spec, 1)
     }

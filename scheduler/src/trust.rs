@@ -17,7 +17,7 @@ use vauban_core::envelope::Envelope;
 use vauban_core::policy::{AtStart, POLICY_PAYLOAD_TYPE};
 use vauban_core::{GrantError, Inadmissible, ModuleKind, SignedGrant, TrustPolicy, TrustStore};
 
-use crate::job::JobSpec;
+use crate::job::{Authorization, JobSpec};
 use crate::placement::NodeClassMatch;
 use crate::store::{RecordKind, Store};
 
@@ -64,6 +64,10 @@ pub(crate) fn admit_job(
     let grant = &verified.grant;
     check_grant_module(grant, &spec.module, kind.unwrap_or(grant.module.kind))?;
     let classes = classes_allowing(&spec.capabilities, &verified, policy)?;
+    spec.authorized = Some(Authorization {
+        grant: grant.id.clone(),
+        by: verified.signers.clone(),
+    });
     spec.placement.node_classes = classes
         .into_iter()
         .map(|class| NodeClassMatch {

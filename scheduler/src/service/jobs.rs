@@ -452,6 +452,7 @@ pub(crate) fn spec_from_proto(
         priority,
         placement,
         grant,
+        authorized: None,
     })
 }
 
@@ -577,6 +578,8 @@ fn spec_to_proto(spec: JobSpec, stdin: Stdin) -> v1::JobSpec {
         priority,
         placement,
         grant,
+        // Derived from the grant at admission.
+        authorized: _,
     } = spec;
     let (r#type, replicas) = match kind {
         JobKind::Batch => (v1::JobType::Batch, 0),

@@ -113,6 +113,7 @@ impl Harness {
             priority: crate::job::DEFAULT_PRIORITY,
             placement: crate::placement::PlacementSpec::default(),
             grant: None,
+            authorized: None,
         }
     }
 

@@ -722,6 +722,7 @@ mod tests {
                 priority: DEFAULT_PRIORITY,
                 placement: PlacementSpec::default(),
                 grant: None,
+                authorized: None,
             },
             42,
         )
