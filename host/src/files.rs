@@ -24,27 +24,34 @@ pub(crate) fn read_if_present(dir: &Dir, name: &str) -> io::Result<Option<Vec<u8
 /// Writes `bytes` to a temporary name, then renames it to `name`: a reader never sees a partial
 /// file, and a crash leaves at most a stray temporary file.
 pub(crate) fn write_atomically(dir: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
-    let tmp = format!("{name}.{}.{n}.tmp", std::process::id());
+    let tmp = tmp_name(name);
     dir.write(&tmp, bytes)?;
-    dir.rename(&tmp, dir, name).inspect_err(|_| {
-        // Best effort: a leftover temporary file only wastes space.
-        let _ = dir.remove_file(&tmp);
-    })
+    rename_into(dir, &tmp, name)
 }
 
 /// Like [`write_atomically`], and the file's bytes reach the disk before the rename, so that a
 /// crash leaves the old file or the new one, complete.
 pub(crate) fn write_synced(dir: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write as _;
-    let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
-    let tmp = format!("{name}.{}.{n}.tmp", std::process::id());
+    let tmp = tmp_name(name);
     let mut file = dir.create(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
-    dir.rename(&tmp, dir, name).inspect_err(|_| {
-        let _ = dir.remove_file(&tmp);
+    rename_into(dir, &tmp, name)
+}
+
+/// A temporary name beside `name`, unique within the process.
+fn tmp_name(name: &str) -> String {
+    let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
+    format!("{name}.{}.{n}.tmp", std::process::id())
+}
+
+/// Renames `tmp` to `name`, removing `tmp` if that fails.
+fn rename_into(dir: &Dir, tmp: &str, name: &str) -> io::Result<()> {
+    dir.rename(tmp, dir, name).inspect_err(|_| {
+        // Best effort: a leftover temporary file only wastes space.
+        let _ = dir.remove_file(tmp);
     })
 }
 

@@ -19,7 +19,7 @@ use vauban_core::{GrantError, Inadmissible, ModuleKind, SignedGrant, TrustPolicy
 
 use crate::job::{Authorization, JobSpec};
 use crate::placement::NodeClassMatch;
-use crate::store::{RecordKind, Store};
+use crate::store::{RecordKind, Store, StoreError};
 
 /// How modules and jobs are admitted.
 #[derive(Clone, Debug)]
@@ -126,23 +126,23 @@ pub(crate) async fn recover(
             .context("reading the stored trust policy panicked")??
     };
     let given = holder.current();
-    let Some(record) = stored.into_iter().next() else {
-        put(store, &given).await?;
-        let change = StartChange {
-            old_version: 0,
-            new_version: given.version(),
-        };
-        return Ok((holder, Some(change)));
+    let stored = match stored.into_iter().next() {
+        Some(record) => {
+            let envelope = Envelope::from_json(record.signatures.as_bytes(), POLICY_PAYLOAD_TYPE)
+                .context("the stored trust policy's signatures are malformed")?;
+            let stored =
+                TrustPolicy::load_verified(record.toml.as_bytes(), &envelope, holder.roots())
+                    .context("the stored trust policy does not verify against the pinned roots")?;
+            Some(stored)
+        }
+        None => None,
     };
-    let envelope = Envelope::from_json(record.signatures.as_bytes(), POLICY_PAYLOAD_TYPE)
-        .context("the stored trust policy's signatures are malformed")?;
-    let stored = TrustPolicy::load_verified(record.toml.as_bytes(), &envelope, holder.roots())
-        .context("the stored trust policy does not verify against the pinned roots")?;
     match given
-        .at_start(Some(&stored))
+        .at_start(stored.as_ref())
         .context("--policy may not replace the stored trust policy")?
     {
         AtStart::Stored => {
+            let stored = stored.context("a stored policy")?;
             tracing::info!(
                 file = given.version(),
                 stored = stored.version(),
@@ -153,7 +153,9 @@ pub(crate) async fn recover(
         }
         AtStart::Same => Ok((holder, None)),
         AtStart::Given { replaces } => {
-            put(store, &given).await?;
+            store_policy(store, &given)
+                .await
+                .context("storing the trust policy")?;
             let change = StartChange {
                 old_version: replaces,
                 new_version: given.version(),
@@ -163,10 +165,13 @@ pub(crate) async fn recover(
     }
 }
 
-async fn put(store: &Store, policy: &TrustPolicy) -> anyhow::Result<()> {
+/// Writes `policy` as the one in force (`trust/policy`), in one transaction.
+///
+/// # Errors
+/// When the store fails.
+pub(crate) async fn store_policy(store: &Store, policy: &TrustPolicy) -> Result<(), StoreError> {
     let record = PolicyRecord::of(policy);
     store
         .call(move |s| s.put_record(RecordKind::Trust, POLICY_RECORD, &record))
         .await
-        .context("storing the trust policy")
 }

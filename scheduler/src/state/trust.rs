@@ -24,8 +24,7 @@ use vauban_core::{KeyId, ModuleDigest, PolicyError, SignedGrant, TrustPolicy};
 use super::{SchedulerError, State};
 use crate::job::{JobId, JobRecord};
 use crate::node::{PushedPolicy, ToHost};
-use crate::store::RecordKind;
-use crate::trust::{POLICY_RECORD, PolicyRecord};
+use crate::trust::store_policy;
 
 impl State {
     /// Installs `policy` (already verified against the pinned roots) in place of the policy in
@@ -43,10 +42,7 @@ impl State {
         if let Err(e) = policy.succeeds(&old) {
             return Ok(Err(e));
         }
-        let record = PolicyRecord::of(&policy);
-        self.store
-            .call(move |s| s.put_record(RecordKind::Trust, POLICY_RECORD, &record))
-            .await?;
+        store_policy(&self.store, &policy).await?;
         if let Err(e) = holder.replace(policy) {
             // Only this task replaces the policy, and it just checked: not expected.
             return Ok(Err(e));
