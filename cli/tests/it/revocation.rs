@@ -247,6 +247,18 @@ async fn a_revoked_digest_stops_its_running_service_within_one_heartbeat() {
         "{}",
         text(&out.stderr)
     );
+
+    // A scheduler restarted with the old file keeps the newer policy it stored.
+    scheduler.process.kill();
+    let restarted = t.scheduler_with_heartbeat(HEARTBEAT);
+    let mut get = vec!["policy", "get", "--addr", &restarted.addr];
+    get.extend(operator.iter().map(String::as_str));
+    let out = t.ws.vauban_ok(&get);
+    assert!(
+        text(&out.stdout).contains("policy version 2 in force"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 /// With no scheduler deciding anything (a fake one that never cancels), the host stops the
