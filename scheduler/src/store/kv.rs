@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | [`Kv::get`] | `Range(key)` | a read transaction's `get` |
 //! | [`Kv::scan`] | `Range(prefix, prefix_end)`, sorted by key, paged at one revision | a read transaction's `range(prefix..)` |
-//! | [`Kv::commit`] | `Txn { compare: guards, success: ops }` | one write transaction, committed with an fsync |
+//! | [`Kv::commit`] | `Txn { compare: guards, success: ops }` | one write transaction, its ops synced to the write-ahead log first |
 //! | [`Guard::Absent`] | `Compare(VERSION(key) = 0)` | `get(key)` is `None` |
 //! | [`Guard::Present`] | `Compare(VERSION(key) > 0)` | `get(key)` is `Some` |
 //! | [`Guard::Equals`] | `Compare(VALUE(key) = value)`, false for a missing key | `get(key)` is `Some(value)` |

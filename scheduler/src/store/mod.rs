@@ -7,8 +7,8 @@
 //! waits for each commit before it acknowledges anything (that is the point), but a slow disk
 //! never stalls a runtime worker serving other connections.
 //!
-//! Since the fsync, not the writing, is what a commit costs, the state task writes all the job
-//! changes of a batch of commands with one [`Store::commit`] call (group commit, see
+//! Since the synced write, not the writing, is what a commit costs, the state task writes all
+//! the job changes of a batch of commands with one [`Store::commit`] call (group commit, see
 //! [`crate::state`]): a job accepted and placed in the same batch is written once, already
 //! running, with its stdin, and with the audit entries recording the batch's decisions
 //! ([`outbox`]).
@@ -66,6 +66,7 @@
 mod kv;
 mod outbox;
 mod redb_kv;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::path::Path;

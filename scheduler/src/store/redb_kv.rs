@@ -1,38 +1,82 @@
 //! The embedded backend, the default: one redb table `kv` of text keys and byte values, in one
-//! file.
+//! file, with a write-ahead log beside it ([`super::wal`]).
 //!
-//! A commit is one write transaction with redb's default durability, so it returns after an
-//! fsync. redb runs one write transaction at a time and never blocks readers, so a guard checked
+//! A commit is one write transaction. Its ops are first written to the log and synced; the
+//! transaction is then committed to redb without durability. One commit in
+//! [`super::wal::RECORDS_PER_CHECKPOINT`], and any whose record the log does not take, is committed
+//! durably instead (an fsync of the database), with the sequence number of the last record in
+//! the table `wal`: the checkpoint. Opening the database applies the records after the
+//! checkpoint, which a crash left only in the log, and checkpoints. Either way a commit returns
+//! once it is durable.
+//!
+//! redb runs one write transaction at a time and never blocks readers, so a guard checked
 //! inside the transaction cannot be invalidated before the commit, and a transaction has no
-//! size limits ([`Limits::NONE`]).
+//! size limits ([`Limits::NONE`]). The log is written while the transaction is open, so records
+//! follow commits in order, and readers never see what is not yet durable.
 
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use redb::{
-    Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
+    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
     WriteTransaction,
 };
+use tracing::{error, info};
 
 use super::kv::{Guard, Kv, KvError, Limits, Op, Txn};
+use super::wal::{self, Wal};
 
 /// Every key and value of the store.
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+
+/// The checkpoint: `applied`, the sequence number of the last log record the database holds
+/// durably.
+const WAL: TableDefinition<&str, u64> = TableDefinition::new("wal");
 
 /// The store on a redb database.
 #[derive(Debug)]
 pub(crate) struct RedbKv {
     db: Database,
+    /// `None` on a test backend: every commit is then durable in redb.
+    wal: Option<Mutex<Wal>>,
 }
 
 impl RedbKv {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path`, and its log beside it (`path` with the
+    /// extension `wal`), applying what the log holds past the checkpoint.
     ///
     /// # Errors
     ///
-    /// When the file cannot be opened or created, is not a redb database, is locked by another
-    /// process, or holds the tables of the scheduler's first layout (which is not migrated).
+    /// When a file cannot be opened or created, is not a redb database, is locked by another
+    /// process, or holds the tables of the scheduler's first layout (which is not migrated), or
+    /// when the log cannot be read or applied.
     pub(crate) fn open(path: &Path) -> Result<Self, KvError> {
-        Self::new(Database::create(path).map_err(backend)?)
+        let mut kv = Self::new(Database::create(path).map_err(backend)?)?;
+        let log = path.with_extension("wal");
+        let in_log = |e: std::io::Error| {
+            KvError::Backend(format!("write-ahead log {}: {e}", log.display()).into())
+        };
+        let checkpoint = kv.checkpoint()?;
+        let replay = wal::read(&log, checkpoint).map_err(in_log)?;
+        let last = replay.records.last().map_or(checkpoint, |(seq, _)| *seq);
+        if !replay.records.is_empty() {
+            let tx = kv.db.begin_write().map_err(backend)?;
+            for (_, ops) in &replay.records {
+                let ops = ops.clone();
+                apply(
+                    &tx,
+                    &Txn {
+                        guards: Vec::new(),
+                        ops,
+                    },
+                )?;
+            }
+            set_checkpoint(&tx, last)?;
+            tx.commit().map_err(backend)?;
+            info!(records = replay.records.len(), stop = ?replay.stop, log = %log.display(), "applied the write-ahead log's records after the last checkpoint");
+        }
+        kv.wal = Some(Mutex::new(Wal::open(&log, last).map_err(in_log)?));
+        Ok(kv)
     }
 
     /// A database on another storage backend: tests use one that fails on demand.
@@ -45,14 +89,14 @@ impl RedbKv {
         )
     }
 
-    /// Creates the table, so that read transactions can open it.
+    /// Creates the tables, so that read transactions can open them.
     fn new(db: Database) -> Result<Self, KvError> {
         let tx = db.begin_write().map_err(backend)?;
         let old: Vec<String> = tx
             .list_tables()
             .map_err(backend)?
             .map(|t| t.name().to_owned())
-            .filter(|name| name != KV.name())
+            .filter(|name| name != KV.name() && name != WAL.name())
             .collect();
         if !old.is_empty() {
             return Err(KvError::Backend(
@@ -64,8 +108,71 @@ impl RedbKv {
             ));
         }
         tx.open_table(KV).map_err(backend)?;
+        tx.open_table(WAL).map_err(backend)?;
         tx.commit().map_err(backend)?;
-        Ok(Self { db })
+        Ok(Self { db, wal: None })
+    }
+
+    /// Sequence number of the last log record the database holds durably.
+    fn checkpoint(&self) -> Result<u64, KvError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let table = tx.open_table(WAL).map_err(backend)?;
+        Ok(table
+            .get("applied")
+            .map_err(backend)?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// Commits `tx`, which holds a transaction's ops, durably through the log.
+    fn commit_logged(
+        &self,
+        mut tx: WriteTransaction,
+        ops: &[Op],
+        wal: &Mutex<Wal>,
+    ) -> Result<(), KvError> {
+        let mut wal = wal.lock().unwrap_or_else(PoisonError::into_inner);
+        let frame = wal.frame(ops);
+        if !wal.takes(&frame) {
+            // A checkpoint: durable in redb with everything committed before it.
+            set_checkpoint(&tx, wal.last())?;
+            tx.commit().map_err(backend)?;
+            wal.checkpointed();
+            return Ok(());
+        }
+        if let Err(e) = wal.append(&frame) {
+            tx.abort().map_err(backend)?;
+            return Err(KvError::Backend(
+                format!(
+                    "cannot write the write-ahead log {}: {e}",
+                    wal.path().display()
+                )
+                .into(),
+            ));
+        }
+        tx.set_durability(Durability::None).map_err(backend)?;
+        if let Err(e) = tx.commit() {
+            if let Err(taken) = wal.take_back(&frame) {
+                error!(error = %taken, log = %wal.path().display(), "cannot take back the record of a transaction that failed: a restart applies it");
+            }
+            return Err(backend(e));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedbKv {
+    /// Checkpoints, so that a clean stop leaves nothing to apply from the log.
+    fn drop(&mut self) {
+        let Some(wal) = &self.wal else { return };
+        let wal = wal.lock().unwrap_or_else(PoisonError::into_inner);
+        let checkpoint = || -> Result<(), KvError> {
+            let tx = self.db.begin_write().map_err(backend)?;
+            set_checkpoint(&tx, wal.last())?;
+            tx.commit().map_err(backend)
+        };
+        if let Err(e) = checkpoint() {
+            error!(error = %e, "cannot checkpoint the store as it closes; the next start applies the log");
+        }
     }
 }
 
@@ -97,24 +204,42 @@ impl Kv for RedbKv {
 
     fn commit(&self, txn: Txn) -> Result<bool, KvError> {
         let tx = self.db.begin_write().map_err(backend)?;
-        if !apply(&tx, txn)? {
+        let Some(wal) = &self.wal else {
+            if !apply(&tx, &txn)? {
+                tx.abort().map_err(backend)?;
+                return Ok(false);
+            }
+            tx.commit().map_err(backend)?;
+            return Ok(true);
+        };
+        // The ops are logged after they are applied, and only if the guards held.
+        if !apply(&tx, &txn)? {
             tx.abort().map_err(backend)?;
             return Ok(false);
         }
-        tx.commit().map_err(backend)?;
+        self.commit_logged(tx, &txn.ops, wal)?;
         Ok(true)
     }
 }
 
+/// Records in `tx` that the database holds every log record up to `last`.
+fn set_checkpoint(tx: &WriteTransaction, last: u64) -> Result<(), KvError> {
+    tx.open_table(WAL)
+        .map_err(backend)?
+        .insert("applied", last)
+        .map_err(backend)?;
+    Ok(())
+}
+
 /// Checks the guards and, if they hold, applies the ops; returns whether they held.
-fn apply(tx: &WriteTransaction, txn: Txn) -> Result<bool, KvError> {
+fn apply(tx: &WriteTransaction, txn: &Txn) -> Result<bool, KvError> {
     let mut table = tx.open_table(KV).map_err(backend)?;
     for guard in &txn.guards {
         if !holds(&table, guard)? {
             return Ok(false);
         }
     }
-    for op in txn.ops {
+    for op in &txn.ops {
         match op {
             Op::Put(key, value) => {
                 table
@@ -181,5 +306,74 @@ mod tests {
             err.to_string(),
             "the database holds tables of an older layout (jobs); it is not migrated"
         );
+    }
+
+    fn put(key: &str, value: &[u8]) -> Txn {
+        Txn {
+            guards: Vec::new(),
+            ops: vec![Op::Put(key.to_owned(), value.to_vec())],
+        }
+    }
+
+    /// What a crash leaves: records in the log that redb lost with its non-durable commits.
+    #[test]
+    fn opening_applies_the_records_a_crash_left_only_in_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.redb");
+        {
+            let kv = RedbKv::open(&path).expect("open");
+            assert!(kv.commit(put("a", b"1")).expect("commit"));
+            assert!(kv.commit(put("gone/1", b"x")).expect("commit"));
+        }
+        {
+            let log = path.with_extension("wal");
+            let replay = wal::read(&log, 2).expect("read");
+            assert!(replay.records.is_empty(), "a clean stop checkpoints");
+            let mut wal = Wal::open(&log, 2).expect("log");
+            for ops in [
+                vec![Op::Put("b".into(), b"2".to_vec())],
+                vec![
+                    Op::Put("a".into(), b"3".to_vec()),
+                    Op::DeleteRange {
+                        from: "gone/".into(),
+                        to: "gone0".into(),
+                    },
+                ],
+            ] {
+                let frame = wal.frame(&ops);
+                wal.append(&frame).expect("append");
+            }
+        }
+        let kv = RedbKv::open(&path).expect("reopen");
+        let expected = vec![
+            ("a".to_owned(), b"3".to_vec()),
+            ("b".to_owned(), b"2".to_vec()),
+        ];
+        assert_eq!(kv.scan("").expect("scan"), expected);
+        assert_eq!(kv.checkpoint().expect("checkpoint"), 4);
+        // Applied once: a later change is not undone by the records at the next open.
+        assert!(kv.commit(put("a", b"5")).expect("commit"));
+        drop(kv);
+        let kv = RedbKv::open(&path).expect("reopen");
+        assert_eq!(kv.get("a").expect("get"), Some(b"5".to_vec()));
+    }
+
+    #[test]
+    fn commits_are_checkpointed_every_so_often_and_large_ones_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = RedbKv::open(&dir.path().join("state.redb")).expect("open");
+        let every = super::super::wal::RECORDS_PER_CHECKPOINT;
+        for i in 0..every {
+            assert!(kv.commit(put(&format!("k{i:04}"), b"v")).expect("commit"));
+        }
+        assert_eq!(kv.checkpoint().expect("checkpoint"), 0, "all in the log");
+        assert!(kv.commit(put("due", b"v")).expect("commit"));
+        assert_eq!(kv.checkpoint().expect("checkpoint"), every);
+        assert!(kv.commit(put("next", b"v")).expect("commit"));
+        assert_eq!(kv.checkpoint().expect("checkpoint"), every);
+        let large = vec![7; (super::super::wal::LOG_BYTES / 4) as usize];
+        assert!(kv.commit(put("large", &large)).expect("commit"));
+        assert_eq!(kv.checkpoint().expect("checkpoint"), every + 1);
+        assert_eq!(kv.get("large").expect("get"), Some(large));
     }
 }
