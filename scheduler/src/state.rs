@@ -193,6 +193,8 @@ pub(crate) enum Command {
     /// Accept a job (its module must be stored in its namespace). Boxed: a spec is large.
     Submit {
         spec: Box<JobSpec>,
+        /// Where to send the job's events from its acceptance on, as [`Command::Watch`] does.
+        watch: Option<mpsc::Sender<WatchEvent>>,
         reply: Reply<JobRecord>,
     },
     Get {
@@ -330,9 +332,26 @@ impl SchedulerHandle {
     pub(crate) async fn submit(&self, spec: JobSpec) -> Result<JobRecord, SchedulerError> {
         self.ask(|reply| Command::Submit {
             spec: Box::new(spec),
+            watch: None,
             reply,
         })
         .await?
+    }
+
+    /// Submits a job and watches it from its acceptance on: the first event is the job as
+    /// accepted, as [`SchedulerHandle::submit`] returns it.
+    pub(crate) async fn run(
+        &self,
+        spec: JobSpec,
+    ) -> Result<mpsc::Receiver<WatchEvent>, SchedulerError> {
+        let (events, receiver) = mpsc::channel(WATCH_BUFFER);
+        self.ask(|reply| Command::Submit {
+            spec: Box::new(spec),
+            watch: Some(events),
+            reply,
+        })
+        .await??;
+        Ok(receiver)
     }
 
     pub(crate) async fn get(&self, id: JobId) -> Result<JobRecord, SchedulerError> {
@@ -732,9 +751,11 @@ enum Undo {
 enum Effect {
     /// A reply that describes committed state: sent either way.
     Answer(Box<dyn FnOnce() + Send + Sync>),
-    /// A submit's reply: the job as accepted, or the commit's error.
+    /// A submit's reply: the job as accepted, or the commit's error; and its watcher, if the
+    /// submit asked for one.
     Accepted {
         job: Box<JobRecord>,
+        watch: Option<mpsc::Sender<WatchEvent>>,
         reply: Reply<JobRecord>,
     },
     /// A job changed without an assignment (a result, a stale result, a preemption, a
@@ -796,7 +817,7 @@ impl State {
 
     async fn handle(&mut self, command: Command) {
         match command {
-            Command::Submit { spec, reply } => self.submit(*spec, reply).await,
+            Command::Submit { spec, watch, reply } => self.submit(*spec, watch, reply).await,
             Command::Get { id, reply } => {
                 if self.batch.touches(&id) {
                     self.settle().await;
@@ -945,8 +966,14 @@ impl State {
         }
     }
 
-    /// Accepts a job into the batch; it is acknowledged once the batch is committed.
-    async fn submit(&mut self, spec: JobSpec, reply: Reply<JobRecord>) {
+    /// Accepts a job into the batch; it is acknowledged once the batch is committed, and
+    /// `watch` then registered as its watcher.
+    async fn submit(
+        &mut self,
+        spec: JobSpec,
+        watch: Option<mpsc::Sender<WatchEvent>>,
+        reply: Reply<JobRecord>,
+    ) {
         if let Err(refused) = self.check_module(&spec).await {
             self.audit(|at_ms| {
                 audit::Entry::Admission(audit::Admission {
@@ -997,6 +1024,7 @@ impl State {
         );
         self.batch.effects.push(Effect::Accepted {
             job: Box::new(job.clone()),
+            watch,
             reply,
         });
         self.active.insert(queue_key(&job));
@@ -2004,8 +2032,19 @@ impl State {
     fn release(&mut self, effect: Effect, failed: Option<&Arc<StoreError>>) {
         match (effect, failed) {
             (Effect::Answer(send), _) => send(),
-            (Effect::Accepted { job, reply }, None) => {
+            (Effect::Accepted { job, watch, reply }, None) => {
                 info!(job = %job.id, module = %job.spec.module, kind = job.spec.kind.name(), "job accepted");
+                if let Some(events) = watch {
+                    // Before the batch's later effects, which tell watchers what followed. A
+                    // fresh channel has room for the first event.
+                    let _ = events.try_send(WatchEvent::Job(job.clone()));
+                    if !self.closing {
+                        self.watchers
+                            .entry(job.id.clone())
+                            .or_default()
+                            .push(events);
+                    }
+                }
                 let _ = reply.send(Ok(*job));
             }
             (Effect::Accepted { reply, .. }, Some(e)) => {

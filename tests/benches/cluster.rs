@@ -2,10 +2,11 @@
 //! runtime, run with `cargo xtask bench`.
 //!
 //! A real scheduler and one real host agent (in this process, talking gRPC over loopback)
-//! run a trivial job (`hello`, a preview 1 module) submitted by a gRPC client that waits for
-//! each result with `WatchJob`; the raw figure is instantiate+run of the same loaded module
-//! on a runtime without the control plane. Both at concurrency 1 and 16. Everything goes over
-//! mutual TLS, as in production, with certificates made here for the run.
+//! run a trivial job (`hello`, a preview 1 module) for a gRPC client, which either submits it
+//! and follows it to its result in one call (`RunJob`, what `vauban run` does) or submits it
+//! and then watches it (`SubmitJob` then `WatchJob`); the raw figure is instantiate+run of the
+//! same loaded module on a runtime without the control plane. All at concurrency 1 and 16.
+//! Everything goes over mutual TLS, as in production, with certificates made here for the run.
 
 #![allow(missing_docs)]
 
@@ -91,7 +92,7 @@ async fn bench() {
         .digest;
     // Warm up: the host fetches and compiles the module once.
     for _ in 0..20 {
-        one_job(&channel, &digest).await;
+        one_job(&channel, &digest, Api::Run).await;
     }
 
     let raw = new_runtime(&publisher, &dir.path().join("raw-cache"));
@@ -102,22 +103,24 @@ async fn bench() {
         "path", "conc.", "p50", "p99", "jobs/s"
     );
     for concurrency in [1, 16] {
-        let (lat, rate) = measure(concurrency, {
-            let channel = channel.clone();
-            let digest = digest.clone();
-            move || {
+        let mut control_plane = Vec::new();
+        for (api, path) in [
+            (Api::Run, "client→…→result (RunJob)"),
+            (Api::SubmitThenWatch, "client→…→result (Submit+Watch)"),
+        ] {
+            let (lat, rate) = measure(concurrency, {
                 let channel = channel.clone();
                 let digest = digest.clone();
-                async move { one_job(&channel, &digest).await }
-            }
-        })
-        .await;
-        row(
-            "client→scheduler→host→result",
-            concurrency,
-            lat.clone(),
-            rate,
-        );
+                move || {
+                    let channel = channel.clone();
+                    let digest = digest.clone();
+                    async move { one_job(&channel, &digest, api).await }
+                }
+            })
+            .await;
+            row(path, concurrency, lat.clone(), rate);
+            control_plane.push((path, lat));
+        }
         let (raw_lat, raw_rate) = measure(concurrency, {
             let raw = raw.clone();
             let loaded = loaded.clone();
@@ -141,8 +144,12 @@ async fn bench() {
             raw_lat.clone(),
             raw_rate,
         );
-        let overhead = percentile(&lat, 0.5).saturating_sub(percentile(&raw_lat, 0.5));
-        println!("control plane adds {overhead:.1?} at p50 (concurrency {concurrency})");
+        for (path, lat) in control_plane {
+            let overhead = percentile(&lat, 0.5).saturating_sub(percentile(&raw_lat, 0.5));
+            println!(
+                "{path}: the control plane adds {overhead:.1?} at p50 (concurrency {concurrency})"
+            );
+        }
     }
 
     shutdown.cancel();
@@ -158,7 +165,16 @@ fn new_runtime(publisher: &Publisher, cache: &std::path::Path) -> Runtime {
     Runtime::new(config).expect("runtime")
 }
 
-async fn one_job(channel: &Channel, digest: &str) {
+/// How the client has a job run.
+#[derive(Clone, Copy, Debug)]
+enum Api {
+    /// `RunJob`: submitted and followed in one call.
+    Run,
+    /// `SubmitJob`, then `WatchJob` once it returns.
+    SubmitThenWatch,
+}
+
+async fn one_job(channel: &Channel, digest: &str, api: Api) {
     let mut jobs = JobsClient::new(channel.clone());
     let spec = v1::JobSpec {
         name: "bench".into(),
@@ -166,16 +182,24 @@ async fn one_job(channel: &Channel, digest: &str) {
         capabilities: Some(caps().into()),
         ..Default::default()
     };
-    let job = jobs
-        .submit_job(v1::SubmitJobRequest { spec: Some(spec) })
-        .await
-        .expect("submit")
-        .into_inner();
-    let mut events = jobs
-        .watch_job(v1::WatchJobRequest { id: job.id })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut events = match api {
+        Api::Run => jobs
+            .run_job(v1::RunJobRequest { spec: Some(spec) })
+            .await
+            .expect("run")
+            .into_inner(),
+        Api::SubmitThenWatch => {
+            let job = jobs
+                .submit_job(v1::SubmitJobRequest { spec: Some(spec) })
+                .await
+                .expect("submit")
+                .into_inner();
+            jobs.watch_job(v1::WatchJobRequest { id: job.id })
+                .await
+                .expect("watch")
+                .into_inner()
+        }
+    };
     while let Some(event) = events.message().await.expect("event") {
         if let Some(v1::job_event::Event::Job(job)) = event.event
             && job.state == v1::JobState::Completed as i32

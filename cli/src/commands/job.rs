@@ -239,6 +239,9 @@ async fn submit(args: SpecArgs) -> anyhow::Result<ExitCode> {
     let mut jobs = JobsClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
+    if args.follow && batch {
+        return super::run::run_and_follow(&mut jobs, spec, args.client.output).await;
+    }
     let job = jobs
         .submit_job(v1::SubmitJobRequest { spec: Some(spec) })
         .await
@@ -250,9 +253,6 @@ async fn submit(args: SpecArgs) -> anyhow::Result<ExitCode> {
             Format::Table => println!("{}", job.id),
         }
         return Ok(ExitCode::SUCCESS);
-    }
-    if batch {
-        return super::run::follow(&mut jobs, &job.id, args.client.output).await;
     }
     let kind = spec::type_name(job.spec.as_ref().map_or(0, |s| s.r#type));
     eprintln!(

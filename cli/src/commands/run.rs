@@ -74,19 +74,35 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut jobs = JobsClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
+    if !args.detach {
+        return run_and_follow(&mut jobs, spec, args.client.output).await;
+    }
     let job = jobs
         .submit_job(v1::SubmitJobRequest { spec: Some(spec) })
         .await
         .map_err(status)?
         .into_inner();
-    if args.detach {
-        match args.client.output {
-            Format::Json => println!("{}", job_json(&job)),
-            Format::Table => println!("{}", job.id),
-        }
-        return Ok(ExitCode::SUCCESS);
+    match args.client.output {
+        Format::Json => println!("{}", job_json(&job)),
+        Format::Table => println!("{}", job.id),
     }
-    follow(&mut jobs, &job.id, args.client.output).await
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Submits a job and follows it in one call (`RunJob`), so that all of its output is live, and
+/// returns the exit code that stands for how it ended.
+pub(crate) async fn run_and_follow(
+    jobs: &mut JobsClient<tonic::transport::Channel>,
+    spec: v1::JobSpec,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let events = jobs
+        .run_job(v1::RunJobRequest { spec: Some(spec) })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let job = print_events(events, "the job it ran").await?;
+    Ok(ended(&job, format))
 }
 
 /// Watches a job to its end, printing output as it arrives, and returns the exit code that
@@ -109,11 +125,19 @@ pub(crate) async fn watch(
     jobs: &mut JobsClient<tonic::transport::Channel>,
     id: &str,
 ) -> anyhow::Result<v1::Job> {
-    let mut events = jobs
+    let events = jobs
         .watch_job(v1::WatchJobRequest { id: id.to_owned() })
         .await
         .map_err(status)?
         .into_inner();
+    print_events(events, &format!("job {id}")).await
+}
+
+/// Prints a job's events as [`watch`] does; `what` names the job in errors.
+async fn print_events(
+    mut events: tonic::Streaming<v1::JobEvent>,
+    what: &str,
+) -> anyhow::Result<v1::Job> {
     // Output is live only: what the guest printed before the watch began is not sent again.
     // So output is printed as it comes only if the watch began before the job ran; otherwise
     // (and for whatever live chunks a slow client missed at the end) it comes from the final
@@ -141,7 +165,7 @@ pub(crate) async fn watch(
         }
     }
     let job = last.ok_or_else(|| {
-        anyhow::anyhow!("the scheduler ended the watch of job {id} without a state")
+        anyhow::anyhow!("the scheduler ended the watch of {what} without a state")
     })?;
     if let Some(result) = &job.result {
         for (stderr, bytes) in [(false, &result.stdout), (true, &result.stderr)] {

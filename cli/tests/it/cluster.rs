@@ -276,6 +276,88 @@ async fn a_job_runs_on_a_host_and_its_result_comes_back() {
     assert_eq!(done.attempts, 1);
 }
 
+/// `RunJob`: one call from acceptance to result. The first event is the job as accepted, and
+/// the guest's output comes live, since the watch began before the job could run.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_job_streams_a_job_from_its_acceptance_to_its_result() {
+    let ws = Workspace::new();
+    let scheduler = start_scheduler(&ws, "sched", "trust");
+    let _host = start_host(&ws, &scheduler, "n1", &[], 2, "trust");
+    let channel = channel(&scheduler).await;
+    let hello = upload(&channel, &sample(&ws, "hello", Target::P1))
+        .await
+        .expect("upload");
+    let mut jobs = JobsClient::new(channel.clone());
+
+    let mut stream = jobs
+        .run_job(v1::RunJobRequest {
+            spec: Some(spec(&hello.digest, &["--name", "run"], &[])),
+        })
+        .await
+        .expect("run")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.message().await.expect("run event") {
+        events.push(event.event.expect("event set"));
+    }
+    let Some(v1::job_event::Event::Job(accepted)) = events.first() else {
+        panic!("the first event is not the job: {events:?}");
+    };
+    assert_eq!(accepted.state, v1::JobState::Pending as i32);
+    assert!(!accepted.id.is_empty());
+    let live: Vec<u8> = events
+        .iter()
+        .filter_map(|e| match e {
+            v1::job_event::Event::Output(chunk) => Some(chunk.data.clone()),
+            v1::job_event::Event::Job(_) => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(
+        String::from_utf8_lossy(&live),
+        "hello, run!\n",
+        "{events:?}"
+    );
+    let ends: Vec<&v1::Job> = events
+        .iter()
+        .filter_map(|e| match e {
+            v1::job_event::Event::Job(job) if terminal(job.state) => Some(job),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends.len(), 1, "one final state, the last event: {events:?}");
+    let done = ends[0];
+    assert!(matches!(events.last(), Some(v1::job_event::Event::Job(j)) if j == done));
+    assert_eq!(
+        (done.id.as_str(), outcome(done)),
+        (accepted.id.as_str(), Outcome::Exited { code: 0 })
+    );
+    assert_eq!(stdout(done), "hello, run!\n");
+
+    // Refused before any event, as SubmitJob would be, and nothing is accepted.
+    let mut missing = spec(&hello.digest, &[], &[]);
+    missing.module_digest = format!("sha256:{}", "0".repeat(64));
+    let refused = jobs
+        .run_job(v1::RunJobRequest {
+            spec: Some(missing),
+        })
+        .await
+        .expect_err("a module that was never uploaded");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("is not uploaded"), "{refused:?}");
+    let listed = jobs
+        .list_jobs(v1::ListJobsRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .jobs;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn output_streams_while_the_job_runs_and_cancel_stops_it_on_the_host() {
     let ws = Workspace::new();

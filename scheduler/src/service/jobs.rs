@@ -58,6 +58,16 @@ impl JobsService {
             admission,
         }
     }
+
+    /// A submitted spec, checked and admitted: what the state task then accepts.
+    async fn admitted(&self, spec: Option<v1::JobSpec>) -> Result<JobSpec, Status> {
+        let spec = spec.ok_or_else(|| InvalidField::new("spec", "required"))?;
+        let mut spec = spec_from_proto(spec, self.default_limits)?;
+        self.admission
+            .admit(&mut spec, Some(&self.scheduler))
+            .await?;
+        Ok(spec)
+    }
 }
 
 /// Admission of jobs under the scheduler's trust: nothing to check in keys-only mode; in
@@ -131,13 +141,26 @@ impl v1::jobs_server::Jobs for JobsService {
     ) -> Result<Response<v1::Job>, Status> {
         require(&request, Need::Submit("submitting a job"))?;
         let v1::SubmitJobRequest { spec } = request.into_inner();
-        let spec = spec.ok_or_else(|| InvalidField::new("spec", "required"))?;
-        let mut spec = spec_from_proto(spec, self.default_limits)?;
-        self.admission
-            .admit(&mut spec, Some(&self.scheduler))
-            .await?;
+        let spec = self.admitted(spec).await?;
         let job = self.scheduler.submit(spec).await?;
         Ok(Response::new(job_to_proto(job, Stdin::Omit)))
+    }
+
+    type RunJobStream = WatchStream;
+
+    async fn run_job(
+        &self,
+        request: Request<v1::RunJobRequest>,
+    ) -> Result<Response<Self::RunJobStream>, Status> {
+        require(&request, Need::Submit("running a job"))?;
+        let v1::RunJobRequest { spec } = request.into_inner();
+        let spec = self.admitted(spec).await?;
+        let events = self.scheduler.run(spec).await?;
+        Ok(Response::new(WatchStream {
+            events,
+            saw_end: false,
+            done: false,
+        }))
     }
 
     async fn get_job(

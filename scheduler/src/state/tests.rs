@@ -389,6 +389,7 @@ async fn send_submit(h: &Harness) -> oneshot::Receiver<Result<JobRecord, Schedul
         .commands
         .send(Command::Submit {
             spec: Box::new(h.spec()),
+            watch: None,
             reply,
         })
         .await
@@ -1042,6 +1043,42 @@ async fn a_failed_batch_commit_acknowledges_nothing() {
     let job = h.get(&running).await;
     assert_eq!((job.state, job.allocations.len()), (JobState::Running, 1));
     assert_eq!(job.result, None);
+    assert_eq!(
+        h.scheduler.list(None, None, 10).await.expect("list").len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_run_is_watched_from_its_acceptance_and_refused_whole_when_its_commit_fails() {
+    let (h, disk) = Harness::open_flaky().await;
+    let mut host = h.connect("n1", 1).await;
+    let mut events = h.scheduler.run(h.spec()).await.expect("run");
+    let accepted = next_job_event(&mut events).await;
+    assert_eq!(accepted.state, JobState::Pending);
+    // Accepted and placed in one batch: the next event is the assignment.
+    assert_eq!(next_job_event(&mut events).await.state, JobState::Running);
+    host.assignment().await;
+    h.scheduler
+        .node_message(
+            host.id.clone(),
+            host.connection.id,
+            HostEvent::Finished {
+                job: accepted.id.clone(),
+                attempt: 1,
+                end: RunEnd::Ran(result(Outcome::Exited { code: 0 })),
+                receipt: None,
+            },
+        )
+        .await
+        .expect("send");
+    assert_eq!(next_job_event(&mut events).await.state, JobState::Completed);
+    assert!(events.recv().await.is_none(), "the watch ends with the job");
+
+    disk.failing.store(true, Ordering::SeqCst);
+    let refused = h.scheduler.run(h.spec()).await.expect_err("not accepted");
+    assert!(matches!(refused, SchedulerError::Store(_)), "{refused:?}");
+    disk.failing.store(false, Ordering::SeqCst);
     assert_eq!(
         h.scheduler.list(None, None, 10).await.expect("list").len(),
         1
