@@ -3,9 +3,9 @@
 //! ([`redb_kv`]); etcd, for several schedulers, in a later issue.
 //!
 //! Every method is a blocking call that returns once what it wrote is durable. Async callers go
-//! through [`Store::call`], which runs the call off the runtime's workers: the state task still
+//! through [`Store::call`], which runs the call on tokio's blocking pool: the state task still
 //! waits for each commit before it acknowledges anything (that is the point), but a slow disk
-//! never stalls a worker serving other connections.
+//! never stalls a runtime worker serving other connections.
 //!
 //! Since the synced write, not the writing, is what a commit costs, the state task writes all
 //! the job changes of a batch of commands with one [`Store::commit`] call (group commit, see
@@ -190,11 +190,7 @@ impl Store {
         }
     }
 
-    /// Runs `f` off the runtime's workers (see the module documentation for why). On a
-    /// multi-threaded runtime the calling task's thread runs it, after handing its other tasks
-    /// to another thread (`block_in_place`): this saves the two thread switches of a trip to the
-    /// blocking pool, about 50 µs of each commit on a loaded two-core machine. Elsewhere (tests'
-    /// single-threaded runtimes) it goes to the blocking pool.
+    /// Runs `f` on tokio's blocking pool (see the module documentation for why).
     ///
     /// # Errors
     ///
@@ -205,14 +201,6 @@ impl Store {
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.clone();
-        if tokio::runtime::Handle::current().runtime_flavor()
-            == tokio::runtime::RuntimeFlavor::MultiThread
-        {
-            return tokio::task::block_in_place(move || {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&store)))
-                    .map_err(|_| StoreError::Task("the store call panicked".to_owned()))?
-            });
-        }
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || span.in_scope(|| f(&store)))
             .await
