@@ -51,25 +51,26 @@ impl RedbKv {
     /// process, or holds the tables of the scheduler's first layout (which is not migrated), or
     /// when the log cannot be read or applied.
     pub(crate) fn open(path: &Path) -> Result<Self, KvError> {
-        let mut kv = Self::new(Database::create(path).map_err(backend)?)?;
+        let (mut kv, logged) = Self::new(Database::create(path).map_err(backend)?)?;
         let log = path.with_extension("wal");
         let in_log = |e: std::io::Error| {
             KvError::Backend(format!("write-ahead log {}: {e}", log.display()).into())
         };
+        if !logged {
+            // A new database (or one from before the log): a log beside it belongs to another
+            // one, and its records could pass for this one's.
+            match std::fs::remove_file(&log) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(in_log(e)),
+                _ => {}
+            }
+        }
         let checkpoint = kv.checkpoint()?;
         let replay = wal::read(&log, checkpoint).map_err(in_log)?;
         let last = replay.records.last().map_or(checkpoint, |(seq, _)| *seq);
         if !replay.records.is_empty() {
             let tx = kv.db.begin_write().map_err(backend)?;
             for (_, ops) in &replay.records {
-                let ops = ops.clone();
-                apply(
-                    &tx,
-                    &Txn {
-                        guards: Vec::new(),
-                        ops,
-                    },
-                )?;
+                apply(&tx, &[], ops)?;
             }
             set_checkpoint(&tx, last)?;
             tx.commit().map_err(backend)?;
@@ -82,20 +83,24 @@ impl RedbKv {
     /// A database on another storage backend: tests use one that fails on demand.
     #[cfg(test)]
     pub(crate) fn with_backend(storage: impl redb::StorageBackend) -> Result<Self, KvError> {
-        Self::new(
-            redb::Builder::new()
-                .create_with_backend(storage)
-                .map_err(backend)?,
-        )
+        let db = redb::Builder::new()
+            .create_with_backend(storage)
+            .map_err(backend)?;
+        Ok(Self::new(db)?.0)
     }
 
-    /// Creates the tables, so that read transactions can open them.
-    fn new(db: Database) -> Result<Self, KvError> {
+    /// Creates the tables, so that read transactions can open them; says whether the
+    /// checkpoint's was there already.
+    fn new(db: Database) -> Result<(Self, bool), KvError> {
         let tx = db.begin_write().map_err(backend)?;
-        let old: Vec<String> = tx
+        let tables: Vec<String> = tx
             .list_tables()
             .map_err(backend)?
             .map(|t| t.name().to_owned())
+            .collect();
+        let logged = tables.iter().any(|name| name == WAL.name());
+        let old: Vec<String> = tables
+            .into_iter()
             .filter(|name| name != KV.name() && name != WAL.name())
             .collect();
         if !old.is_empty() {
@@ -110,7 +115,7 @@ impl RedbKv {
         tx.open_table(KV).map_err(backend)?;
         tx.open_table(WAL).map_err(backend)?;
         tx.commit().map_err(backend)?;
-        Ok(Self { db, wal: None })
+        Ok((Self { db, wal: None }, logged))
     }
 
     /// Sequence number of the last log record the database holds durably.
@@ -139,6 +144,7 @@ impl RedbKv {
             wal.checkpointed();
             return Ok(());
         }
+        tx.set_durability(Durability::None).map_err(backend)?;
         if let Err(e) = wal.append(&frame) {
             tx.abort().map_err(backend)?;
             return Err(KvError::Backend(
@@ -149,7 +155,6 @@ impl RedbKv {
                 .into(),
             ));
         }
-        tx.set_durability(Durability::None).map_err(backend)?;
         if let Err(e) = tx.commit() {
             if let Err(taken) = wal.take_back(&frame) {
                 error!(error = %taken, log = %wal.path().display(), "cannot take back the record of a transaction that failed: a restart applies it");
@@ -205,7 +210,7 @@ impl Kv for RedbKv {
     fn commit(&self, txn: Txn) -> Result<bool, KvError> {
         let tx = self.db.begin_write().map_err(backend)?;
         let Some(wal) = &self.wal else {
-            if !apply(&tx, &txn)? {
+            if !apply(&tx, &txn.guards, &txn.ops)? {
                 tx.abort().map_err(backend)?;
                 return Ok(false);
             }
@@ -213,7 +218,7 @@ impl Kv for RedbKv {
             return Ok(true);
         };
         // The ops are logged after they are applied, and only if the guards held.
-        if !apply(&tx, &txn)? {
+        if !apply(&tx, &txn.guards, &txn.ops)? {
             tx.abort().map_err(backend)?;
             return Ok(false);
         }
@@ -232,14 +237,14 @@ fn set_checkpoint(tx: &WriteTransaction, last: u64) -> Result<(), KvError> {
 }
 
 /// Checks the guards and, if they hold, applies the ops; returns whether they held.
-fn apply(tx: &WriteTransaction, txn: &Txn) -> Result<bool, KvError> {
+fn apply(tx: &WriteTransaction, guards: &[Guard], ops: &[Op]) -> Result<bool, KvError> {
     let mut table = tx.open_table(KV).map_err(backend)?;
-    for guard in &txn.guards {
+    for guard in guards {
         if !holds(&table, guard)? {
             return Ok(false);
         }
     }
-    for op in &txn.ops {
+    for op in ops {
         match op {
             Op::Put(key, value) => {
                 table
@@ -375,5 +380,21 @@ mod tests {
         assert!(kv.commit(put("large", &large)).expect("commit"));
         assert_eq!(kv.checkpoint().expect("checkpoint"), every + 1);
         assert_eq!(kv.get("large").expect("get"), Some(large));
+    }
+
+    #[test]
+    fn a_new_database_ignores_a_log_left_beside_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.redb");
+        let log = path.with_extension("wal");
+        {
+            let mut wal = Wal::open(&log, 0).expect("log");
+            let frame = wal.frame(&[Op::Put("jobs/old".into(), b"x".to_vec())]);
+            wal.append(&frame).expect("append");
+        }
+        assert_eq!(wal::read(&log, 0).expect("read").records.len(), 1);
+        let kv = RedbKv::open(&path).expect("open");
+        assert_eq!(kv.scan("").expect("scan"), vec![]);
+        assert_eq!(wal::read(&log, 0).expect("read"), wal::Replay::default());
     }
 }

@@ -274,11 +274,16 @@ impl Wal {
     ///
     /// # Errors
     ///
-    /// When the write or the sync fails; the record is then not counted as written, and the
-    /// next one overwrites whatever part of it reached the file.
+    /// When the write or the sync fails; the record is then not counted as written, its
+    /// header is zeroed if it can be, and the next record overwrites it.
     pub(crate) fn append(&mut self, frame: &Frame) -> io::Result<()> {
         debug_assert_eq!(frame.seq, self.last + 1);
-        self.file.write_all_at(&frame.bytes, self.end)?;
+        if let Err(e) = self.file.write_all_at(&frame.bytes, self.end) {
+            // Some of it may be on disk, even all of it if only the sync failed: unmark it as
+            // best we can, since its transaction is reported as failed.
+            let _ = self.file.write_all_at(&[0; HEADER_BYTES], self.end);
+            return Err(e);
+        }
         self.end += frame.len();
         self.last = frame.seq;
         self.since_checkpoint += 1;
