@@ -7,6 +7,11 @@
 //! and then watches it (`SubmitJob` then `WatchJob`); the raw figure is instantiate+run of the
 //! same loaded module on a runtime without the control plane. All at concurrency 1 and 16.
 //! Everything goes over mutual TLS, as in production, with certificates made here for the run.
+//!
+//! A job crosses loopback four times (client → scheduler → host → scheduler → client), so the
+//! table also shows a gRPC round trip that does no work (`Health.Check`), measured in the same
+//! run: on a shared virtual machine it varies from run to run, and the control plane's figure
+//! with it.
 
 #![allow(missing_docs)]
 
@@ -95,6 +100,7 @@ async fn bench() {
         one_job(&channel, &digest, Api::Run).await;
     }
 
+    let round_trip = round_trip(&channel).await;
     let raw = new_runtime(&publisher, &dir.path().join("raw-cache"));
     let loaded = raw.load(&module).expect("load");
 
@@ -147,10 +153,16 @@ async fn bench() {
         for (path, lat) in control_plane {
             let overhead = percentile(&lat, 0.5).saturating_sub(percentile(&raw_lat, 0.5));
             println!(
-                "{path}: the control plane adds {overhead:.1?} at p50 (concurrency {concurrency})"
+                "{path}: the control plane adds {overhead:.2?} at p50 (concurrency {concurrency})"
             );
         }
     }
+
+    println!(
+        "gRPC round trip that does no work (Health.Check): p50 {:.2?}, p99 {:.2?}",
+        percentile(&round_trip, 0.5),
+        percentile(&round_trip, 0.99)
+    );
 
     shutdown.cancel();
     let _ = host.await;
@@ -163,6 +175,22 @@ fn new_runtime(publisher: &Publisher, cache: &std::path::Path) -> Runtime {
     config.max_instances = SLOTS;
     config.max_memory_bytes = 1 << 30;
     Runtime::new(config).expect("runtime")
+}
+
+/// Latencies of JOBS sequential `Health.Check` calls, sorted.
+async fn round_trip(channel: &Channel) -> Vec<Duration> {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let mut latencies = Vec::with_capacity(JOBS);
+    for _ in 0..JOBS {
+        let started = Instant::now();
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect("health check");
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    latencies
 }
 
 /// How the client has a job run.
