@@ -13,21 +13,24 @@
 //! dropped: it never stops the loop. tonic's own `ServerTlsConfig` has no revocation list, which
 //! is why the loop is ours.
 
+use std::collections::HashMap;
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::Server;
 use tonic::transport::server::Connected;
 use tracing::{Instrument as _, debug, info, warn};
@@ -269,19 +272,38 @@ const ACCEPTED_BUFFER: usize = 64;
 /// authenticated ([`ClientAuth`]).
 ///
 /// The trust domain every peer must be in is the scheduler's own, read from its certificate
-/// (`spiffe://<trust-domain>/scheduler/<name>`).
+/// (`spiffe://<trust-domain>/scheduler/<name>`). Clones share everything, so that the
+/// revocation list can be reloaded ([`ServerTls::reload_crl`]) while the server runs.
 #[derive(Clone)]
 pub struct ServerTls {
+    /// What handshakes use now; replaced by a reload.
+    current: Arc<RwLock<Handshake>>,
+    /// What a reload rebuilds it from.
+    material: Arc<Material>,
+    identity: SpiffeId,
+    /// The connections up, so that a reload can close those it no longer admits.
+    live: Arc<LiveConnections>,
+}
+
+/// The TLS acceptor, and the authentication it was built with.
+#[derive(Clone)]
+struct Handshake {
     acceptor: TlsAcceptor,
     auth: Arc<ClientAuth>,
-    identity: SpiffeId,
+}
+
+/// The scheduler's certificate chain and key, and the client CA.
+struct Material {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_ca_pem: Vec<u8>,
 }
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
             .field("identity", &self.identity.to_string())
-            .field("auth", &self.auth)
+            .field("auth", &self.handshake().auth)
             .finish_non_exhaustive()
     }
 }
@@ -320,7 +342,59 @@ impl ServerTls {
             what: "the scheduler key",
             reason: format!("no usable private key: {e}"),
         })?;
-        let auth = ClientAuth::new(client_ca_pem, crl_pem, &identity.trust_domain)?;
+        let material = Material {
+            chain,
+            key,
+            client_ca_pem: client_ca_pem.to_vec(),
+        };
+        let handshake = Handshake::new(&material, crl_pem, &identity.trust_domain)?;
+        Ok(Self {
+            current: Arc::new(RwLock::new(handshake)),
+            material: Arc::new(material),
+            identity,
+            live: Arc::default(),
+        })
+    }
+
+    /// The scheduler's own identity, from its certificate.
+    pub fn identity(&self) -> &SpiffeId {
+        &self.identity
+    }
+
+    /// Puts a new certificate revocation list (PEM) in force: new handshakes check it, and
+    /// every connection up whose certificate a handshake would now refuse (revoked by it, or
+    /// expired since) is closed, which ends its calls and streams. Returns how many were
+    /// closed. The server keeps running on the previous list if this fails.
+    ///
+    /// # Errors
+    /// When the list is malformed or empty, or rustls refuses it.
+    pub fn reload_crl(&self, crl_pem: &[u8]) -> Result<usize, TlsConfigError> {
+        let handshake = Handshake::new(&self.material, Some(crl_pem), &self.identity.trust_domain)?;
+        let auth = Arc::clone(&handshake.auth);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = handshake;
+        Ok(self.live.close_refused(|leaf| {
+            auth.verifier()
+                .verify_client_cert(leaf, &[], UnixTime::now())
+                .map(|_| ())
+                .map_err(|e| IdentityError::from_tls(&e).to_string())
+        }))
+    }
+
+    fn handshake(&self) -> Handshake {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Handshake {
+    fn new(
+        material: &Material,
+        crl_pem: Option<&[u8]>,
+        trust_domain: &str,
+    ) -> Result<Self, TlsConfigError> {
+        let auth = ClientAuth::new(&material.client_ca_pem, crl_pem, trust_domain)?;
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -330,7 +404,7 @@ impl ServerTls {
             reason: e.to_string(),
         })?
         .with_client_cert_verifier(auth.verifier())
-        .with_single_cert(chain, key)
+        .with_single_cert(material.chain.clone(), material.key.clone_key())
         .map_err(|e| TlsConfigError::Invalid {
             what: "the scheduler certificate and key",
             reason: e.to_string(),
@@ -340,13 +414,81 @@ impl ServerTls {
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             auth: Arc::new(auth),
-            identity,
         })
     }
+}
 
-    /// The scheduler's own identity, from its certificate.
-    pub fn identity(&self) -> &SpiffeId {
-        &self.identity
+/// The TLS connections up, each with its peer's certificate and a way to close it.
+#[derive(Default)]
+struct LiveConnections {
+    next: AtomicU64,
+    peers: Mutex<HashMap<u64, LivePeer>>,
+}
+
+struct LivePeer {
+    leaf: CertificateDer<'static>,
+    remote: std::net::SocketAddr,
+    close: CancellationToken,
+}
+
+impl LiveConnections {
+    /// Tracks a connection until the returned registration is dropped (with the connection).
+    fn register(
+        self: &Arc<Self>,
+        leaf: CertificateDer<'static>,
+        remote: std::net::SocketAddr,
+    ) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let close = CancellationToken::new();
+        let closed = Box::pin(close.clone().cancelled_owned());
+        self.peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                id,
+                LivePeer {
+                    leaf,
+                    remote,
+                    close,
+                },
+            );
+        Registration {
+            id,
+            live: Arc::clone(self),
+            closed,
+        }
+    }
+
+    /// Closes every connection whose certificate `admits` refuses; returns how many.
+    fn close_refused(&self, admits: impl Fn(&CertificateDer<'_>) -> Result<(), String>) -> usize {
+        let peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut closed = 0;
+        for peer in peers.values() {
+            if let Err(reason) = admits(&peer.leaf) {
+                warn!(remote = %peer.remote, %reason, "closing a connection its certificate no longer admits");
+                peer.close.cancel();
+                closed += 1;
+            }
+        }
+        closed
+    }
+}
+
+/// A connection's place in [`LiveConnections`].
+struct Registration {
+    id: u64,
+    live: Arc<LiveConnections>,
+    /// Ready once a reload closes the connection.
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.live
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
     }
 }
 
@@ -385,6 +527,7 @@ fn incoming(
                             remote: Some(remote),
                             auth: Authentication::Insecure,
                         },
+                        registration: None,
                     };
                     if accepted.send(Ok(connection)).await.is_err() {
                         break;
@@ -415,7 +558,8 @@ async fn handshake(
     tcp: TcpStream,
     remote: std::net::SocketAddr,
 ) -> Option<Connection> {
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(tcp)).await {
+    let current = tls.handshake();
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, current.acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             // The verifier's refusal, in the words a table test checks, when it is one.
@@ -442,8 +586,10 @@ async fn handshake(
     };
     let (_, session) = stream.get_ref();
     // The verifier required a certificate, so there is one; refuse rather than assume.
-    let auth = match session.peer_certificates().and_then(|chain| chain.first()) {
-        Some(leaf) => match tls.auth.identify(leaf) {
+    let leaf = session.peer_certificates().and_then(|chain| chain.first());
+    let registration = leaf.map(|leaf| tls.live.register(leaf.clone().into_owned(), remote));
+    let auth = match leaf {
+        Some(leaf) => match current.auth.identify(leaf) {
             Ok(peer) => {
                 debug!(role = %peer.role, name = %peer.name, "peer authenticated");
                 Authentication::Peer(peer)
@@ -461,6 +607,7 @@ async fn handshake(
             remote: Some(remote),
             auth,
         },
+        registration,
     })
 }
 
@@ -468,6 +615,22 @@ async fn handshake(
 struct Connection {
     io: Io,
     info: ConnectionInfo,
+    /// A TLS connection's place among the live ones: it fails every read and write once a
+    /// reload of the revocation list closes it.
+    registration: Option<Registration>,
+}
+
+impl Connection {
+    /// An error if a reload closed the connection; else registers `cx` to be woken if one does.
+    fn closed(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let registration = self.registration.as_mut()?;
+        registration.closed.as_mut().poll(cx).is_ready().then(|| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed: the peer's certificate is no longer admitted",
+            )
+        })
+    }
 }
 
 enum Io {
@@ -489,7 +652,11 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if let Some(error) = this.closed(cx) {
+            return Poll::Ready(Err(error));
+        }
+        match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
@@ -502,7 +669,11 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if let Some(error) = this.closed(cx) {
+            return Poll::Ready(Err(error));
+        }
+        match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
@@ -513,7 +684,11 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if let Some(error) = this.closed(cx) {
+            return Poll::Ready(Err(error));
+        }
+        match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }

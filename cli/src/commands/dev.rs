@@ -95,6 +95,9 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let listener = super::serve::bind(&args.listen).await?;
     let addr = listener.local_addr()?;
     let shutdown = super::serve::shutdown_on_signal()?;
+    if let (Some(tls), Some(pki)) = (&server_tls, &pki) {
+        super::serve::reload_crl_on_hangup(tls.clone(), pki.crl())?;
+    }
     let tasks = TaskTracker::new();
     let mut config = SchedulerConfig::new(data_dir.join("scheduler"), trust.clone());
     config.tls = server_tls;

@@ -43,8 +43,8 @@ pub(crate) enum PkiCommand {
     /// Issue a certificate for a scheduler, a host or a client: PREFIX.pem (the chain, leaf
     /// first) and PREFIX.key (owner-only).
     Issue(IssueArgs),
-    /// Revoke a certificate: add its serial to DIR/crl.pem (schedulers read it at start, with
-    /// --crl).
+    /// Revoke a certificate: add its serial to DIR/crl.pem (schedulers started with --crl read
+    /// it again on SIGHUP, and close the revoked certificate's connections).
     Revoke(RevokeArgs),
     /// Show a certificate's identity, role, validity and serial.
     Show(ShowArgs),
@@ -157,7 +157,8 @@ pub(crate) fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
                     revoked.listed
                 );
                 println!(
-                    "schedulers read it at start: restart them with --crl {}",
+                    "schedulers started with --crl {} read it again on SIGHUP (kill -HUP), and \
+                     close the revoked certificate's connections",
                     crl.display()
                 );
             } else {

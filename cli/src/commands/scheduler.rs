@@ -55,7 +55,7 @@ pub(crate) struct ServerTlsArgs {
     #[arg(long, env = "VAUBAN_CLIENT_CA", value_name = "PEM")]
     client_ca: Option<PathBuf>,
     /// A certificate revocation list of that CA (PEM, `vauban pki revoke` writes it), read at
-    /// start.
+    /// start and again on each SIGHUP, which also closes the connections it revokes.
     #[arg(long, env = "VAUBAN_CRL", value_name = "PEM")]
     crl: Option<PathBuf>,
     /// Serve plaintext with no client identities: anyone who can reach the port may do
@@ -121,6 +121,9 @@ pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     };
     let listener = super::serve::bind(&args.listen).await?;
     let shutdown = super::serve::shutdown_on_signal()?;
+    if let (Some(tls), Some(crl)) = (&config.tls, &args.tls.crl) {
+        super::serve::reload_crl_on_hangup(tls.clone(), crl.clone())?;
+    }
     println!(
         "vauban scheduler listening on {scheme}://{}",
         listener.local_addr()?

@@ -1,5 +1,6 @@
 //! What the long-running commands (`scheduler`, `host`, `dev`) share: shutdown on SIGINT or
-//! SIGTERM, the trust policy flags, and the host runtime built from flags.
+//! SIGTERM, reloading the revocation list on SIGHUP, the trust policy flags, and the host
+//! runtime built from flags.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,38 @@ pub(crate) fn shutdown_on_signal() -> anyhow::Result<CancellationToken> {
         cancel.cancel();
     });
     Ok(token)
+}
+
+/// At each SIGHUP, reads the certificate revocation list at `crl` again and puts it in force
+/// (`ServerTls::reload_crl`): new connections are checked against it, and connections whose
+/// certificate it revokes are closed. A list that cannot be read or used is logged, and the
+/// previous one stays in force.
+pub(crate) fn reload_crl_on_hangup(
+    tls: vauban_scheduler::ServerTls,
+    crl: PathBuf,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let reloaded = std::fs::read(&crl)
+                .with_context(|| format!("reading {}", crl.display()))
+                .and_then(|pem| Ok(tls.reload_crl(&pem)?));
+            match reloaded {
+                Ok(closed) => tracing::info!(
+                    crl = %crl.display(),
+                    closed,
+                    "reloaded the certificate revocation list"
+                ),
+                Err(error) => tracing::error!(
+                    crl = %crl.display(),
+                    error = format!("{error:#}"),
+                    "cannot reload the certificate revocation list; the previous one stays in force"
+                ),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Policy mode: a trust policy, verified against the pinned roots, in place of `--trust` keys.

@@ -265,6 +265,84 @@ async fn a_host_with_a_revoked_certificate_cannot_connect() {
     assert_eq!(nodes(&ws, &addr).await, BTreeSet::from(["good".to_owned()]));
 }
 
+/// Each node's state, as the operator sees it.
+async fn node_states(ws: &Workspace, addr: &str) -> Vec<(String, i32)> {
+    let channel = connect(addr, Some(&ws.client_tls("operator")))
+        .await
+        .expect("operator connects");
+    NodesClient::new(channel)
+        .list_nodes(v1::ListNodesRequest {})
+        .await
+        .expect("operator lists nodes")
+        .into_inner()
+        .nodes
+        .into_iter()
+        .map(|n| (n.id, n.state))
+        .collect()
+}
+
+/// Sends SIGHUP to a process.
+fn hang_up(process: &Process) {
+    let status = Command::new("kill")
+        .args(["-HUP", &process.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "{status:?}");
+}
+
+/// A certificate revoked while its host is connected: nothing changes until the scheduler is
+/// told to read its revocation list again (SIGHUP), which then closes that host's connection
+/// and refuses its reconnections, while other peers go on. A list that cannot be used is
+/// refused, and the one in force stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_reloaded_on_sighup_disconnects_a_connected_host() {
+    let ws = Workspace::new();
+    let edge = ws.host_tls_args("edge");
+    let (scheduler, addr) = scheduler(&ws);
+    let _edge = host(&ws, &addr, "edge", &edge);
+    let _good = host(&ws, &addr, "good", &ws.host_tls_args("good"));
+    wait_for_nodes(&ws, &addr, &["edge", "good"]).await;
+    let ready = v1::NodeState::Ready as i32;
+    let down = v1::NodeState::Down as i32;
+
+    ws.vauban_ok(&[
+        "pki",
+        "revoke",
+        "--ca",
+        "pki",
+        "--cert",
+        "pki/host-edge.pem",
+    ]);
+    let states = node_states(&ws, &addr).await;
+    assert_eq!(
+        states,
+        [("edge".to_owned(), ready), ("good".to_owned(), ready)],
+        "the scheduler has not read the list again yet"
+    );
+    hang_up(&scheduler.process);
+    let log = scheduler.wait_for("closing a connection its certificate no longer admits");
+    assert!(log.contains("the certificate is revoked"), "{log}");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let states = node_states(&ws, &addr).await;
+        if states == [("edge".to_owned(), down), ("good".to_owned(), ready)] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{states:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // An unusable list: refused, logged, and the scheduler goes on with the one in force.
+    std::fs::write(ws.path("pki/crl.pem"), "not a list").expect("write");
+    hang_up(&scheduler.process);
+    scheduler.wait_for("cannot reload the certificate revocation list");
+    let states = node_states(&ws, &addr).await;
+    assert_eq!(
+        states,
+        [("edge".to_owned(), down), ("good".to_owned(), ready)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_with_an_expired_certificate_cannot_connect() {
     let ws = Workspace::new();
