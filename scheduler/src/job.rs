@@ -151,6 +151,10 @@ pub(crate) struct Authorization {
     pub(crate) grant: String,
     /// The authorizer keys that counted.
     pub(crate) by: Vec<vauban_core::KeyId>,
+    /// When the grant expires (its `not_after`), Unix milliseconds: the job fails then. Absent
+    /// in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) expires_at_ms: Option<u64>,
 }
 
 impl JobSpec {

@@ -1444,6 +1444,7 @@ impl State {
                 .await;
         }
         self.drain_deadlines().await;
+        self.expire_grants();
         // Restarts with a backoff become due with time alone.
         self.dirty = true;
     }

@@ -64,9 +64,15 @@ pub(crate) fn admit_job(
     let grant = &verified.grant;
     check_grant_module(grant, &spec.module, kind.unwrap_or(grant.module.kind))?;
     let classes = classes_allowing(&spec.capabilities, &verified, policy)?;
+    let expires_at_ms = grant
+        .not_after
+        .time()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     spec.authorized = Some(Authorization {
         grant: grant.id.clone(),
         by: verified.signers.clone(),
+        expires_at_ms: Some(expires_at_ms),
     });
     spec.placement.node_classes = classes
         .into_iter()

@@ -598,6 +598,45 @@ async fn a_result_for_a_fenced_attempt_is_noted_as_stale_never_recorded() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_job_fails_when_its_grant_expires_and_its_host_is_told_to_stop() {
+    let h = Harness::start().await;
+    let mut host = h.connect("n1", 2).await;
+    let authorized = |expires_at_ms| crate::job::Authorization {
+        grant: "report-1".into(),
+        by: Vec::new(),
+        expires_at_ms,
+    };
+    let mut spec = h.spec();
+    spec.authorized = Some(authorized(Some(crate::now_ms() + 9_000)));
+    let expiring = h.submit_spec(spec).await;
+    let mut spec = h.spec();
+    // A record from before the expiry was kept: never failed for it.
+    spec.authorized = Some(authorized(None));
+    let unbounded = h.submit_spec(spec).await;
+    host.assignment().await;
+    host.assignment().await;
+
+    for second in [2, 4, 6, 8, 10] {
+        tokio::time::advance(Duration::from_secs(2)).await;
+        host.heartbeat(&[(&expiring, 1), (&unbounded, 1)]).await;
+        h.scheduler.tick().await.expect("tick");
+        let job = h.get(&expiring).await;
+        if second < 9 {
+            assert_eq!(job.state, JobState::Running, "at {second} s");
+        } else {
+            assert_eq!(job.state, JobState::Failed, "at {second} s");
+            let message = job.display_message();
+            assert!(
+                message.contains("grant report-1 expired at 20"),
+                "{message}"
+            );
+        }
+    }
+    assert_eq!(host.cancellation().await, (expiring, 1));
+    assert_eq!(h.get(&unbounded).await.state, JobState::Running);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_silent_node_goes_down_and_its_jobs_are_requeued() {
     let h = Harness::start().await;
     let id = h.submit().await;

@@ -135,14 +135,46 @@ impl State {
         }
     }
 
+    /// Fails every job that is not over and whose grant has expired, stopping its attempts:
+    /// hosts refuse to run it from then on, and stop what they run of it themselves. Called at
+    /// every tick, so a job outlives its grant by at most one heartbeat interval.
+    pub(super) fn expire_grants(&mut self) {
+        let now = self.clock.now_ms();
+        let expired: Vec<(JobId, String)> = self
+            .jobs
+            .values()
+            .filter(|job| !job.state.is_terminal())
+            .filter_map(|job| {
+                let authorized = job.spec.authorized.as_ref()?;
+                let at_ms = authorized.expires_at_ms.filter(|at| *at <= now)?;
+                let at = humantime::format_rfc3339_seconds(
+                    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(at_ms),
+                );
+                Some((
+                    job.id.clone(),
+                    format!("grant {} expired at {at}", authorized.grant),
+                ))
+            })
+            .collect();
+        for (id, why) in expired {
+            self.stop_job(&id, "grant expiry", why);
+        }
+    }
+
     /// In the batch: the job fails with `why`, and the stop is recorded for the audit log.
     fn revoke(&mut self, id: &JobId, why: String) {
-        warn!(job = %id, "stopping a job the trust policy no longer trusts: {why}");
+        self.stop_job(id, "revocation", why);
+    }
+
+    /// In the batch: the job fails with `why`, and the stop, `by` what, is recorded for the
+    /// audit log.
+    fn stop_job(&mut self, id: &JobId, by: &str, why: String) {
+        warn!(job = %id, by, "stopping a job its trust no longer covers: {why}");
         self.audit(|at_ms| {
             audit::Entry::Cancellation(audit::Cancellation {
                 at_ms,
                 job: id.to_string(),
-                by: "revocation".to_owned(),
+                by: by.to_owned(),
                 reason: why.clone(),
             })
         });
