@@ -14,7 +14,11 @@
 //!
 //! One file of [`LOG_BYTES`], zero-filled and synced when created, so that a record never
 //! allocates a block and the sync has no metadata to write. Records follow each other from
-//! offset 0:
+//! offset 0, each starting on a 4 KiB boundary (zeros pad the rest of its last block), so that
+//! they can be written with direct I/O (`O_DIRECT | O_DSYNC`): one write that returns once the
+//! block is on disk, without the page cache, measured 20–50 µs faster per record than a
+//! buffered `O_DSYNC` write on the CI machine. Where the file system has no direct I/O (tmpfs),
+//! records go through the page cache with `O_DSYNC`. A record is:
 //!
 //! | bytes | what |
 //! |---|---|
@@ -48,6 +52,14 @@ pub(crate) const RECORDS_PER_CHECKPOINT: u64 = 256;
 
 /// Length, CRC and sequence number.
 const HEADER_BYTES: usize = 16;
+
+/// Records start at multiples of this, the block direct I/O writes.
+const BLOCK: usize = 4096;
+
+/// `len` rounded up to whole blocks.
+fn blocks(len: usize) -> usize {
+    len.div_ceil(BLOCK).max(1) * BLOCK
+}
 
 /// A transaction's ops, as logged.
 #[derive(Clone, PartialEq, Message)]
@@ -116,9 +128,9 @@ impl Frame {
         Self { seq, bytes }
     }
 
-    /// Bytes it takes in the log.
+    /// Bytes it takes in the log: whole blocks.
     pub(crate) fn len(&self) -> u64 {
-        self.bytes.len() as u64
+        blocks(self.bytes.len()) as u64
     }
 }
 
@@ -187,7 +199,7 @@ pub(crate) fn replay(log: &[u8], checkpoint: u64) -> Result<Replay, String> {
         let record = Record::decode(payload)
             .map_err(|e| format!("record {seq} at offset {at} does not decode: {e}"))?;
         records.push((seq, record.ops.into_iter().map(Op::from).collect()));
-        at = start + len as usize;
+        at += blocks(HEADER_BYTES + len as usize);
     };
     Ok(Replay { records, stop })
 }
@@ -235,12 +247,7 @@ impl Wal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => create(path)?,
             Err(e) => return Err(e),
         }
-        // Each write returns once it is on disk, like a write followed by `fdatasync`, in one
-        // call.
-        let file = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DSYNC)
-            .open(path)?;
+        let file = open_for_writes(path)?;
         Ok(Self {
             path: path.to_owned(),
             file,
@@ -278,10 +285,13 @@ impl Wal {
     /// header is zeroed if it can be, and the next record overwrites it.
     pub(crate) fn append(&mut self, frame: &Frame) -> io::Result<()> {
         debug_assert_eq!(frame.seq, self.last + 1);
-        if let Err(e) = self.file.write_all_at(&frame.bytes, self.end) {
+        if let Err(e) = self
+            .file
+            .write_all_at(Blocks::of(&frame.bytes).bytes(), self.end)
+        {
             // Some of it may be on disk, even all of it if only the sync failed: unmark it as
             // best we can, since its transaction is reported as failed.
-            let _ = self.file.write_all_at(&[0; HEADER_BYTES], self.end);
+            let _ = self.file.write_all_at(Blocks::of(&[]).bytes(), self.end);
             return Err(e);
         }
         self.end += frame.len();
@@ -298,7 +308,7 @@ impl Wal {
     /// When the write or the sync fails: the record may then be applied by the next replay.
     pub(crate) fn take_back(&mut self, frame: &Frame) -> io::Result<()> {
         let start = self.end - frame.len();
-        self.file.write_all_at(&[0; HEADER_BYTES], start)?;
+        self.file.write_all_at(Blocks::of(&[]).bytes(), start)?;
         self.end = start;
         self.last -= 1;
         self.since_checkpoint -= 1;
@@ -315,6 +325,52 @@ impl Wal {
     /// Where the log is.
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Opens the log so that each write returns once it is on disk, like a write followed by
+/// `fdatasync`, in one call: with direct I/O where the file system has it.
+fn open_for_writes(path: &Path) -> io::Result<File> {
+    #[cfg(target_os = "linux")]
+    match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DSYNC | libc::O_DIRECT)
+        .open(path)
+    {
+        Ok(file) => return Ok(file),
+        // No direct I/O on this file system (tmpfs): through the page cache.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+        Err(e) => return Err(e),
+    }
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DSYNC)
+        .open(path)
+}
+
+/// Bytes zero-padded to whole blocks, in memory aligned to a block: what direct I/O writes.
+struct Blocks {
+    buffer: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Blocks {
+    /// `bytes` padded (one block of zeros for none).
+    fn of(bytes: &[u8]) -> Self {
+        let len = blocks(bytes.len());
+        let mut buffer = vec![0; len + BLOCK];
+        // Below a block, always, at run time; 0 otherwise, and the write then fails cleanly.
+        let start = match buffer.as_ptr().align_offset(BLOCK) {
+            start if start < BLOCK => start,
+            _ => 0,
+        };
+        buffer[start..start + bytes.len()].copy_from_slice(bytes);
+        Self { buffer, start, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buffer[self.start..self.start + self.len]
     }
 }
 
@@ -356,11 +412,11 @@ mod tests {
         }
     }
 
-    /// Frames of records `first..`, one per op list, laid end to end.
+    /// Frames of records `first..`, one per op list, each padded to whole blocks.
     fn log(first: u64, records: &[Vec<Op>]) -> Vec<u8> {
         let mut bytes = Vec::new();
         for (i, ops) in records.iter().enumerate() {
-            bytes.extend(Frame::new(first + i as u64, ops).bytes);
+            bytes.extend(Blocks::of(&Frame::new(first + i as u64, ops).bytes).bytes());
         }
         bytes
     }
@@ -482,6 +538,40 @@ mod tests {
         let replayed = read(&path, 3).expect("read");
         assert_eq!(replayed.records, vec![(4, vec![put("k4", "v")])]);
         assert_eq!(replayed.stop, Stop::Stale);
+    }
+
+    #[test]
+    fn records_longer_than_a_block_are_followed_at_the_next_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.wal");
+        let mut wal = Wal::open(&path, 0).expect("create");
+        let long = Op::Put("long".into(), vec![7; 2 * BLOCK + 5]);
+        for ops in [vec![long.clone()], vec![put("short", "v")]] {
+            let frame = wal.frame(&ops);
+            assert_eq!(frame.len() % BLOCK as u64, 0);
+            wal.append(&frame).expect("append");
+        }
+        let replayed = read(&path, 0).expect("read");
+        assert_eq!(
+            replayed.records,
+            vec![(1, vec![long]), (2, vec![put("short", "v")])]
+        );
+        assert_eq!(replayed.stop, Stop::Unwritten);
+    }
+
+    /// tmpfs has no direct I/O: the log falls back to the page cache there.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_log_where_direct_io_is_refused_is_written_through_the_page_cache() {
+        let dir = tempfile::tempdir_in("/dev/shm").expect("a directory on tmpfs");
+        let path = dir.path().join("state.wal");
+        let mut wal = Wal::open(&path, 0).expect("create");
+        let frame = wal.frame(&[put("k", "v")]);
+        wal.append(&frame).expect("append");
+        assert_eq!(
+            read(&path, 0).expect("read").records,
+            vec![(1, vec![put("k", "v")])]
+        );
     }
 
     #[test]
