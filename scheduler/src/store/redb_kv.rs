@@ -209,20 +209,15 @@ impl Kv for RedbKv {
 
     fn commit(&self, txn: Txn) -> Result<bool, KvError> {
         let tx = self.db.begin_write().map_err(backend)?;
-        let Some(wal) = &self.wal else {
-            if !apply(&tx, &txn.guards, &txn.ops)? {
-                tx.abort().map_err(backend)?;
-                return Ok(false);
-            }
-            tx.commit().map_err(backend)?;
-            return Ok(true);
-        };
         // The ops are logged after they are applied, and only if the guards held.
         if !apply(&tx, &txn.guards, &txn.ops)? {
             tx.abort().map_err(backend)?;
             return Ok(false);
         }
-        self.commit_logged(tx, &txn.ops, wal)?;
+        match &self.wal {
+            Some(wal) => self.commit_logged(tx, &txn.ops, wal)?,
+            None => tx.commit().map_err(backend)?,
+        }
         Ok(true)
     }
 }

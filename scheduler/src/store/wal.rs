@@ -105,11 +105,11 @@ impl From<RecordOp> for Op {
     }
 }
 
-/// One transaction, framed and ready to append.
+/// One transaction, framed and padded to whole blocks, ready to append.
 #[derive(Debug)]
 pub(crate) struct Frame {
     seq: u64,
-    bytes: Vec<u8>,
+    blocks: Blocks,
 }
 
 impl Frame {
@@ -120,17 +120,20 @@ impl Frame {
         };
         let payload = record.encode_to_vec();
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
-        bytes.extend_from_slice(&len.to_le_bytes());
-        bytes.extend_from_slice(&checksum(len, seq, &payload).to_le_bytes());
-        bytes.extend_from_slice(&seq.to_le_bytes());
-        bytes.extend_from_slice(&payload);
-        Self { seq, bytes }
+        let header = [
+            &len.to_le_bytes()[..],
+            &checksum(len, seq, &payload).to_le_bytes(),
+            &seq.to_le_bytes(),
+        ];
+        Self {
+            seq,
+            blocks: Blocks::of(&[&header.concat(), &payload[..]]),
+        }
     }
 
     /// Bytes it takes in the log: whole blocks.
     pub(crate) fn len(&self) -> u64 {
-        blocks(self.bytes.len()) as u64
+        self.blocks.len as u64
     }
 }
 
@@ -157,7 +160,7 @@ pub(crate) enum Stop {
     /// Zeros: nothing was written there.
     #[default]
     Unwritten,
-    /// The end of the bytes, which a record header does not fit.
+    /// The end of the bytes, which the next record does not fit in.
     End,
     /// A record cut short or altered: the write a crash interrupted.
     Torn,
@@ -188,7 +191,7 @@ pub(crate) fn replay(log: &[u8], checkpoint: u64) -> Result<Replay, String> {
         let seq = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
         let start = at + HEADER_BYTES;
         let Some(payload) = log.get(start..start + len as usize) else {
-            break Stop::Torn;
+            break Stop::End;
         };
         if checksum(len, seq, payload) != crc {
             break Stop::Torn;
@@ -205,17 +208,31 @@ pub(crate) fn replay(log: &[u8], checkpoint: u64) -> Result<Replay, String> {
 }
 
 /// The records of the log at `path` after record number `checkpoint`; none if there is no log.
+/// Reads only as far as the records go (after a clean stop, one block), not the whole log.
 ///
 /// # Errors
 ///
 /// When the file cannot be read, or holds a record that does not decode.
 pub(crate) fn read(path: &Path, checkpoint: u64) -> io::Result<Replay> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            replay(&bytes, checkpoint).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    use std::io::Read as _;
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replay::default()),
+        Err(e) => return Err(e),
+    };
+    let size = file.metadata()?.len();
+    let mut bytes = Vec::new();
+    let mut want = 16 * BLOCK as u64;
+    loop {
+        // Read more, and replay again, while the records run past what was read.
+        let more = want.min(size) - bytes.len() as u64;
+        (&file).take(more).read_to_end(&mut bytes)?;
+        let replay = replay(&bytes, checkpoint)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if replay.stop != Stop::End || bytes.len() as u64 >= size {
+            return Ok(replay);
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Replay::default()),
-        Err(e) => Err(e),
+        want *= 4;
     }
 }
 
@@ -285,10 +302,7 @@ impl Wal {
     /// header is zeroed if it can be, and the next record overwrites it.
     pub(crate) fn append(&mut self, frame: &Frame) -> io::Result<()> {
         debug_assert_eq!(frame.seq, self.last + 1);
-        if let Err(e) = self
-            .file
-            .write_all_at(Blocks::of(&frame.bytes).bytes(), self.end)
-        {
+        if let Err(e) = self.file.write_all_at(frame.blocks.bytes(), self.end) {
             // Some of it may be on disk, even all of it if only the sync failed: unmark it as
             // best we can, since its transaction is reported as failed.
             let _ = self.file.write_all_at(Blocks::of(&[]).bytes(), self.end);
@@ -349,6 +363,7 @@ fn open_for_writes(path: &Path) -> io::Result<File> {
 }
 
 /// Bytes zero-padded to whole blocks, in memory aligned to a block: what direct I/O writes.
+#[derive(Debug)]
 struct Blocks {
     buffer: Vec<u8>,
     start: usize,
@@ -356,16 +371,20 @@ struct Blocks {
 }
 
 impl Blocks {
-    /// `bytes` padded (one block of zeros for none).
-    fn of(bytes: &[u8]) -> Self {
-        let len = blocks(bytes.len());
+    /// `parts`, one after the other, padded (one block of zeros for none).
+    fn of(parts: &[&[u8]]) -> Self {
+        let len = blocks(parts.iter().map(|part| part.len()).sum());
         let mut buffer = vec![0; len + BLOCK];
         // Below a block, always, at run time; 0 otherwise, and the write then fails cleanly.
         let start = match buffer.as_ptr().align_offset(BLOCK) {
             start if start < BLOCK => start,
             _ => 0,
         };
-        buffer[start..start + bytes.len()].copy_from_slice(bytes);
+        let mut at = start;
+        for part in parts {
+            buffer[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
         Self { buffer, start, len }
     }
 
@@ -412,11 +431,18 @@ mod tests {
         }
     }
 
+    /// A frame's record as written, without its padding.
+    fn record(frame: &Frame) -> Vec<u8> {
+        let bytes = frame.blocks.bytes();
+        let len = u32::from_le_bytes(bytes[..4].try_into().expect("length"));
+        bytes[..HEADER_BYTES + len as usize].to_vec()
+    }
+
     /// Frames of records `first..`, one per op list, each padded to whole blocks.
     fn log(first: u64, records: &[Vec<Op>]) -> Vec<u8> {
         let mut bytes = Vec::new();
         for (i, ops) in records.iter().enumerate() {
-            bytes.extend(Blocks::of(&Frame::new(first + i as u64, ops).bytes).bytes());
+            bytes.extend(Frame::new(first + i as u64, ops).blocks.bytes());
         }
         bytes
     }
@@ -428,7 +454,7 @@ mod tests {
         let two = log(8, &[a.clone(), b.clone()]);
         let with = |tail: &[u8]| [two.as_slice(), tail].concat();
         let both = vec![(8, a.clone()), (9, b.clone())];
-        let third = Frame::new(10, &[put("jobs/c", "3")]).bytes;
+        let third = record(&Frame::new(10, &[put("jobs/c", "3")]));
         let mut altered = third.clone();
         *altered.last_mut().expect("byte") ^= 1;
         type Records = Vec<(u64, Vec<Op>)>;
@@ -444,18 +470,18 @@ mod tests {
             ),
             ("two, then the end", two.clone(), 7, both.clone(), Stop::End),
             (
-                "a torn header",
+                "a header cut by the end of the bytes",
                 with(&third[..10]),
                 7,
                 both.clone(),
                 Stop::End,
             ),
             (
-                "a torn payload",
+                "a record cut by the end of the bytes",
                 with(&third[..third.len() - 1]),
                 7,
                 both.clone(),
-                Stop::Torn,
+                Stop::End,
             ),
             (
                 "an altered payload",
@@ -466,7 +492,7 @@ mod tests {
             ),
             (
                 "a record of the previous round",
-                with(&Frame::new(3, &[put("jobs/old", "")]).bytes),
+                with(&record(&Frame::new(3, &[put("jobs/old", "")]))),
                 7,
                 both.clone(),
                 Stop::Stale,
@@ -545,17 +571,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.wal");
         let mut wal = Wal::open(&path, 0).expect("create");
+        // Three blocks each: twelve of them run past what `read` reads first.
         let long = Op::Put("long".into(), vec![7; 2 * BLOCK + 5]);
-        for ops in [vec![long.clone()], vec![put("short", "v")]] {
-            let frame = wal.frame(&ops);
-            assert_eq!(frame.len() % BLOCK as u64, 0);
+        let mut expected = Vec::new();
+        for seq in 1..=12 {
+            let frame = wal.frame(std::slice::from_ref(&long));
+            assert_eq!(frame.len(), 3 * BLOCK as u64);
             wal.append(&frame).expect("append");
+            expected.push((seq, vec![long.clone()]));
         }
+        let frame = wal.frame(&[put("short", "v")]);
+        wal.append(&frame).expect("append");
+        expected.push((13, vec![put("short", "v")]));
         let replayed = read(&path, 0).expect("read");
-        assert_eq!(
-            replayed.records,
-            vec![(1, vec![long]), (2, vec![put("short", "v")])]
-        );
+        assert_eq!(replayed.records, expected);
         assert_eq!(replayed.stop, Stop::Unwritten);
     }
 
