@@ -1113,16 +1113,24 @@ impl State {
             .jobs
             .get(&id)
             .ok_or_else(|| SchedulerError::JobNotFound(id.clone()))?;
+        let job = Box::new(job.clone());
         let (events, receiver) = mpsc::channel(WATCH_BUFFER);
-        // A fresh channel has room for the first event.
-        let _ = events.try_send(WatchEvent::Job(Box::new(job.clone())));
-        if !job.state.is_terminal() {
-            let watchers = self.watchers.entry(id).or_default();
-            // Clients that went away are otherwise only noticed at the job's next event.
-            watchers.retain(|w| !w.is_closed());
-            watchers.push(events);
-        }
+        self.attach(job, events);
         Ok(receiver)
+    }
+
+    /// Sends `events` the job as it is now, on a fresh channel (which has room for it), and
+    /// registers it for the job's next events, unless the job is over or the scheduler closing.
+    fn attach(&mut self, job: Box<JobRecord>, events: mpsc::Sender<WatchEvent>) {
+        let (id, over) = (job.id.clone(), job.state.is_terminal());
+        let _ = events.try_send(WatchEvent::Job(job));
+        if over || self.closing {
+            return;
+        }
+        let watchers = self.watchers.entry(id).or_default();
+        // Clients that went away are otherwise only noticed at the job's next event.
+        watchers.retain(|w| !w.is_closed());
+        watchers.push(events);
     }
 
     async fn node_connected(
@@ -2036,15 +2044,8 @@ impl State {
             (Effect::Accepted { job, watch, reply }, None) => {
                 info!(job = %job.id, module = %job.spec.module, kind = job.spec.kind.name(), "job accepted");
                 if let Some(events) = watch {
-                    // Before the batch's later effects, which tell watchers what followed. A
-                    // fresh channel has room for the first event.
-                    let _ = events.try_send(WatchEvent::Job(job.clone()));
-                    if !self.closing {
-                        self.watchers
-                            .entry(job.id.clone())
-                            .or_default()
-                            .push(events);
-                    }
+                    // Before the batch's later effects, which tell watchers what followed.
+                    self.attach(job.clone(), events);
                 }
                 let _ = reply.send(Ok(*job));
             }

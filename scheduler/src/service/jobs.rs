@@ -156,11 +156,7 @@ impl v1::jobs_server::Jobs for JobsService {
         let v1::RunJobRequest { spec } = request.into_inner();
         let spec = self.admitted(spec).await?;
         let events = self.scheduler.run(spec).await?;
-        Ok(Response::new(WatchStream {
-            events,
-            saw_end: false,
-            done: false,
-        }))
+        Ok(Response::new(WatchStream::new(events)))
     }
 
     async fn get_job(
@@ -256,11 +252,7 @@ impl v1::jobs_server::Jobs for JobsService {
         require(&request, Need::Read("watching a job"))?;
         let v1::WatchJobRequest { id } = request.into_inner();
         let events = self.scheduler.watch(JobId::from(id)).await?;
-        Ok(Response::new(WatchStream {
-            events,
-            saw_end: false,
-            done: false,
-        }))
+        Ok(Response::new(WatchStream::new(events)))
     }
 }
 
@@ -272,6 +264,16 @@ pub(crate) struct WatchStream {
     events: mpsc::Receiver<WatchEvent>,
     saw_end: bool,
     done: bool,
+}
+
+impl WatchStream {
+    fn new(events: mpsc::Receiver<WatchEvent>) -> Self {
+        Self {
+            events,
+            saw_end: false,
+            done: false,
+        }
+    }
 }
 
 impl Stream for WatchStream {

@@ -140,9 +140,11 @@ impl State {
     /// every tick, so a job outlives its grant by at most one heartbeat interval.
     pub(super) fn expire_grants(&mut self) {
         let now = self.clock.now_ms();
+        // The active set, not every job ever kept: this runs at every tick.
         let expired: Vec<(JobId, String)> = self
-            .jobs
-            .values()
+            .active
+            .iter()
+            .filter_map(|(_, id)| self.jobs.get(id))
             .filter(|job| !job.state.is_terminal())
             .filter_map(|job| {
                 let authorized = job.spec.authorized.as_ref()?;
