@@ -119,6 +119,15 @@ fn host(ws: &Workspace, addr: &str, node: &str, tls: &[String]) -> Logged {
 
 /// The ids of the nodes the scheduler knows, as the operator sees them.
 async fn nodes(ws: &Workspace, addr: &str) -> BTreeSet<String> {
+    node_states(ws, addr)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// Each node's state, as the operator sees it.
+async fn node_states(ws: &Workspace, addr: &str) -> Vec<(String, i32)> {
     let channel = connect(addr, Some(&ws.client_tls("operator")))
         .await
         .expect("operator connects");
@@ -129,7 +138,7 @@ async fn nodes(ws: &Workspace, addr: &str) -> BTreeSet<String> {
         .into_inner()
         .nodes
         .into_iter()
-        .map(|n| n.id)
+        .map(|n| (n.id, n.state))
         .collect()
 }
 
@@ -263,22 +272,6 @@ async fn a_host_with_a_revoked_certificate_cannot_connect() {
     host.wait_for("no connection to the scheduler");
     let _good = a_good_host(&ws, &addr).await;
     assert_eq!(nodes(&ws, &addr).await, BTreeSet::from(["good".to_owned()]));
-}
-
-/// Each node's state, as the operator sees it.
-async fn node_states(ws: &Workspace, addr: &str) -> Vec<(String, i32)> {
-    let channel = connect(addr, Some(&ws.client_tls("operator")))
-        .await
-        .expect("operator connects");
-    NodesClient::new(channel)
-        .list_nodes(v1::ListNodesRequest {})
-        .await
-        .expect("operator lists nodes")
-        .into_inner()
-        .nodes
-        .into_iter()
-        .map(|n| (n.id, n.state))
-        .collect()
 }
 
 /// Sends SIGHUP to a process.
