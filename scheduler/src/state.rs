@@ -2145,8 +2145,7 @@ impl State {
         if writes.is_empty() && outbox.is_empty() {
             return Ok(());
         }
-        let written = outbox.clone();
-        let committed = self.store.call(move |s| s.commit(&writes, &written)).await;
+        let committed = self.store.commit_batch(writes, outbox.clone()).await;
         match (committed, &mut self.audit) {
             (Ok(end), Some(sink)) => {
                 sink.committed(end, &outbox);

@@ -67,6 +67,14 @@ pub(crate) trait Kv: Send + Sync + fmt::Debug + 'static {
     /// When the backend fails, or refuses a transaction breaking the rules in the module
     /// documentation; nothing is applied then either.
     fn commit(&self, txn: Txn) -> Result<bool, KvError>;
+
+    /// Whether committing a transaction of `bytes` ([`Txn::size`]) now would be quick enough
+    /// to wait for on an async runtime's worker rather than on the blocking pool: a small
+    /// append to a log that has been answering fast. `false` unless a backend knows better.
+    fn quick(&self, bytes: usize) -> bool {
+        let _ = bytes;
+        false
+    }
 }
 
 /// What one transaction may hold; see the module documentation.

@@ -261,13 +261,24 @@ impl Store {
         jobs: impl Iterator<Item = (&'a JobRecord, bool)>,
         after: Vec<(String, Vec<Op>)>,
     ) -> Result<(), StoreError> {
+        let txns = self.pack(jobs, after)?;
+        self.commit_all(txns)
+    }
+
+    /// What [`Store::write`] commits, encoded and packed into transactions, checked before
+    /// anything is written.
+    fn pack<'a>(
+        &self,
+        jobs: impl Iterator<Item = (&'a JobRecord, bool)>,
+        after: Vec<(String, Vec<Op>)>,
+    ) -> Result<Vec<Txn>, StoreError> {
         // A key is written at most once per transaction: the last record of a job wins.
         let mut latest: BTreeMap<&str, (&JobRecord, bool)> = BTreeMap::new();
         for (job, new) in jobs {
             let entry = latest.entry(job.id.as_str()).or_insert((job, new));
             *entry = (job, entry.1 || new);
         }
-        let mut packer = Packer::new(self.kv.as_ref());
+        let mut packer = Packer::new(self.kv.limits());
         let mut writes = Vec::with_capacity(latest.len());
         for (id, (job, new)) in latest {
             let key = key_for(JOBS, id);
@@ -302,10 +313,22 @@ impl Store {
         for (key, ops) in after {
             packer.push(&key, ops)?;
         }
-        packer.flush()?;
-        #[cfg(test)]
-        self.job_commits
-            .fetch_add(packer.commits, std::sync::atomic::Ordering::SeqCst);
+        Ok(packer.finish())
+    }
+
+    /// Commits unguarded transactions in order, stopping at the first that fails.
+    fn commit_all(&self, txns: Vec<Txn>) -> Result<(), StoreError> {
+        for txn in txns {
+            if !self.kv.commit(txn)? {
+                return Err(KvError::Refused(
+                    "a transaction without guards was not applied".into(),
+                )
+                .into());
+            }
+            #[cfg(test)]
+            self.job_commits
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(())
     }
 
@@ -324,9 +347,9 @@ impl Store {
         let key = key_for(kind.prefix(), id);
         let mut ops = Vec::new();
         put_record(&mut ops, &key, &encode(&key, record)?);
-        let mut packer = Packer::new(self.kv.as_ref());
+        let mut packer = Packer::new(self.kv.limits());
         packer.push(&key, ops)?;
-        packer.flush()
+        self.commit_all(packer.finish())
     }
 
     /// Every record of this kind, in id order.
@@ -422,9 +445,9 @@ impl Store {
                 } else {
                     // The bytes first, in transactions of their own; the record is published
                     // only if they are still there.
-                    let mut packer = Packer::new(self.kv.as_ref());
+                    let mut packer = Packer::new(self.kv.limits());
                     packer.push_apart(&blob, bytes_ops)?;
-                    packer.flush()?;
+                    self.commit_all(packer.finish())?;
                     Txn {
                         guards: vec![absent, Guard::Present(blob.clone())],
                         ops,
@@ -530,27 +553,25 @@ impl Stored {
     }
 }
 
-/// Packs unguarded ops into as few transactions as the backend's limits allow, committing each
-/// when the next ops would not fit.
-struct Packer<'a> {
-    kv: &'a dyn Kv,
+/// Packs unguarded ops into as few transactions as the backend's limits allow, in order: a
+/// transaction is closed when the next ops would not fit in it.
+struct Packer {
     limits: Limits,
-    /// Ops not committed yet.
+    /// Transactions closed.
+    closed: Vec<Txn>,
+    /// Ops of the transaction being filled.
     txn: Txn,
     /// `txn.size()`, kept as ops are added.
     bytes: usize,
-    /// Transactions committed.
-    commits: usize,
 }
 
-impl<'a> Packer<'a> {
-    fn new(kv: &'a dyn Kv) -> Self {
+impl Packer {
+    fn new(limits: Limits) -> Self {
         Self {
-            limits: kv.limits(),
-            kv,
+            limits,
+            closed: Vec::new(),
             txn: Txn::default(),
             bytes: 0,
-            commits: 0,
         }
     }
 
@@ -559,7 +580,7 @@ impl<'a> Packer<'a> {
         self.limits.admit(0, ops.len(), size(ops))
     }
 
-    /// Adds ops to commit in one transaction, committing the ops before them first if all
+    /// Adds ops to commit in one transaction, closing the transaction before them first if all
     /// would not fit in one.
     fn push(&mut self, key: &str, ops: Vec<Op>) -> Result<(), StoreError> {
         let bytes = size(&ops);
@@ -567,7 +588,7 @@ impl<'a> Packer<'a> {
             .limits
             .admit(0, self.txn.ops.len() + ops.len(), self.bytes + bytes)
         {
-            self.flush()?;
+            self.close();
             if !self.limits.admit(0, ops.len(), bytes) {
                 return Err(too_large(key, ops));
             }
@@ -585,19 +606,17 @@ impl<'a> Packer<'a> {
         Ok(())
     }
 
-    /// Commits what is pending.
-    fn flush(&mut self) -> Result<(), StoreError> {
-        if self.txn.ops.is_empty() {
-            return Ok(());
+    fn close(&mut self) {
+        if !self.txn.ops.is_empty() {
+            self.bytes = 0;
+            self.closed.push(std::mem::take(&mut self.txn));
         }
-        self.bytes = 0;
-        if !self.kv.commit(std::mem::take(&mut self.txn))? {
-            return Err(
-                KvError::Refused("a transaction without guards was not applied".into()).into(),
-            );
-        }
-        self.commits += 1;
-        Ok(())
+    }
+
+    /// The transactions, in the order to commit them.
+    fn finish(mut self) -> Vec<Txn> {
+        self.close();
+        self.closed
     }
 }
 

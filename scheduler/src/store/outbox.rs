@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use super::kv::Op;
+use super::kv::{Op, Txn};
 use super::{JobWrite, Store, StoreError, put_value};
 
 /// The outbox's key prefix.
@@ -100,11 +100,50 @@ impl Store {
             Some(first) => first,
             None => self.outbox_end()?.unwrap_or(0).max(outbox.floor),
         };
-        self.write(
+        let txns = self.pack_commit(jobs, outbox, first)?;
+        self.commit_all(txns)?;
+        Ok(first + outbox.entries.len() as u64)
+    }
+
+    /// [`Store::commit`] for the state task, which waits for it: encoded where it runs, then
+    /// written there too if the backend says that is quick ([`super::kv::Kv::quick`]: a small append to
+    /// the write-ahead log), else on the blocking pool like any other call.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::commit`].
+    pub(crate) async fn commit_batch(
+        &self,
+        jobs: Vec<JobWrite>,
+        outbox: OutboxWrite,
+    ) -> Result<u64, StoreError> {
+        let Some(first) = outbox.first else {
+            // The outbox is read back first: that is no quick call.
+            return self.call(move |s| s.commit(&jobs, &outbox)).await;
+        };
+        let end = first + outbox.entries.len() as u64;
+        let txns = self.pack_commit(&jobs, &outbox, first)?;
+        if let [txn] = txns.as_slice()
+            && self.kv.quick(txn.size())
+        {
+            self.commit_all(txns)?;
+        } else {
+            self.call(move |s| s.commit_all(txns)).await?;
+        }
+        Ok(end)
+    }
+
+    /// What [`Store::commit`] writes, given the index of the outbox's first entry.
+    fn pack_commit(
+        &self,
+        jobs: &[JobWrite],
+        outbox: &OutboxWrite,
+        first: u64,
+    ) -> Result<Vec<Txn>, StoreError> {
+        self.pack(
             jobs.iter().map(|w| (&w.record, w.new)),
             outbox.groups(first),
-        )?;
-        Ok(first + outbox.entries.len() as u64)
+        )
     }
 
     /// Every entry waiting in the outbox, by index, in index order.

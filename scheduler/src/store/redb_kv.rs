@@ -207,6 +207,14 @@ impl Kv for RedbKv {
         Ok(out)
     }
 
+    fn quick(&self, bytes: usize) -> bool {
+        self.wal.as_ref().is_some_and(|wal| {
+            wal.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .quick(bytes)
+        })
+    }
+
     fn commit(&self, txn: Txn) -> Result<bool, KvError> {
         let tx = self.db.begin_write().map_err(backend)?;
         // The ops are logged after they are applied, and only if the guards held.

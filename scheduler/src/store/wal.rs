@@ -37,6 +37,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use prost::Message;
 
@@ -49,6 +50,14 @@ pub(crate) const LOG_BYTES: u64 = 16 << 20;
 /// Most records between two checkpoints. Until a checkpoint, redb cannot reuse the pages that
 /// non-durable commits freed, so its file grows with every record.
 pub(crate) const RECORDS_PER_CHECKPOINT: u64 = 256;
+
+/// Largest transaction whose commit [`Wal::quick`] calls quick: one that fits a few blocks.
+const QUICK_BYTES: usize = 64 << 10;
+
+/// Slowest synced write after which commits are no longer quick ([`Wal::quick`]): a disk that
+/// takes longer is not one to wait for on an async runtime's worker. About ten times what a
+/// write takes on an ordinary SSD.
+const QUICK_WRITE: Duration = Duration::from_millis(1);
 
 /// Length, CRC and sequence number.
 const HEADER_BYTES: usize = 16;
@@ -247,6 +256,8 @@ pub(crate) struct Wal {
     last: u64,
     /// Records written since the checkpoint.
     since_checkpoint: u64,
+    /// How long the last write took, synced.
+    last_write: Duration,
 }
 
 impl Wal {
@@ -271,6 +282,7 @@ impl Wal {
             end: 0,
             last: checkpoint,
             since_checkpoint: 0,
+            last_write: Duration::ZERO,
         })
     }
 
@@ -293,6 +305,19 @@ impl Wal {
             && self.since_checkpoint < RECORDS_PER_CHECKPOINT
     }
 
+    /// Whether a transaction of `bytes` ([`super::kv::Txn::size`]) would be a quick append: no
+    /// longer than [`QUICK_BYTES`], logged without a checkpoint, while the last write took no
+    /// more than [`QUICK_WRITE`]. A slow disk thus sends commits back to the blocking pool after
+    /// one slow write, and a commit there that writes fast again brings them back.
+    pub(crate) fn quick(&self, bytes: usize) -> bool {
+        // A record is about the size of its transaction, plus its header, in whole blocks.
+        let len = blocks(HEADER_BYTES + bytes) as u64;
+        bytes <= QUICK_BYTES
+            && self.end + len <= LOG_BYTES
+            && self.since_checkpoint < RECORDS_PER_CHECKPOINT
+            && self.last_write <= QUICK_WRITE
+    }
+
     /// Writes `frame` at the end and syncs it: once this returns, the transaction survives a
     /// crash.
     ///
@@ -302,7 +327,10 @@ impl Wal {
     /// header is zeroed if it can be, and the next record overwrites it.
     pub(crate) fn append(&mut self, frame: &Frame) -> io::Result<()> {
         debug_assert_eq!(frame.seq, self.last + 1);
-        if let Err(e) = self.file.write_all_at(frame.blocks.bytes(), self.end) {
+        let started = Instant::now();
+        let written = self.file.write_all_at(frame.blocks.bytes(), self.end);
+        self.last_write = started.elapsed();
+        if let Err(e) = written {
             // Some of it may be on disk, even all of it if only the sync failed: unmark it as
             // best we can, since its transaction is reported as failed.
             let _ = self.file.write_all_at(Blocks::of(&[]).bytes(), self.end);
@@ -631,5 +659,50 @@ mod tests {
         assert!(!wal.takes(&small), "the checkpoint is due");
         wal.checkpointed();
         assert!(wal.takes(&small));
+    }
+
+    #[test]
+    fn only_small_appends_to_a_log_that_writes_fast_are_quick() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = Wal::open(&dir.path().join("state.wal"), 0).expect("create");
+        let fresh = |wal: &mut Wal| {
+            wal.end = 0;
+            wal.since_checkpoint = 0;
+            wal.last_write = Duration::ZERO;
+        };
+        let cases: [(&str, fn(&mut Wal), usize, bool); 6] = [
+            ("a small append", |_| {}, 300, true),
+            ("the largest quick one", |_| {}, QUICK_BYTES, true),
+            ("too large", |_| {}, QUICK_BYTES + 1, false),
+            (
+                "the checkpoint due",
+                |w| w.since_checkpoint = RECORDS_PER_CHECKPOINT,
+                300,
+                false,
+            ),
+            (
+                "the log full",
+                |w| w.end = LOG_BYTES - BLOCK as u64 + 1,
+                300,
+                false,
+            ),
+            (
+                "the last write slow",
+                |w| w.last_write = QUICK_WRITE * 2,
+                300,
+                false,
+            ),
+        ];
+        for (case, set_up, bytes, quick) in cases {
+            fresh(&mut wal);
+            set_up(&mut wal);
+            assert_eq!(wal.quick(bytes), quick, "{case}");
+        }
+        // Each write measures itself, which is how a slow one is followed by a fast one.
+        fresh(&mut wal);
+        wal.last_write = Duration::MAX;
+        let frame = wal.frame(&[put("k", "v")]);
+        wal.append(&frame).expect("append");
+        assert!(wal.last_write < Duration::MAX);
     }
 }
