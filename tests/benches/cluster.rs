@@ -134,12 +134,14 @@ async fn bench() {
                 let raw = raw.clone();
                 let loaded = loaded.clone();
                 async move {
+                    let started = Instant::now();
                     let request = RunRequest {
                         capabilities: caps(),
                         ..RunRequest::default()
                     };
                     let report = raw.run(&loaded, request, &CancellationToken::new()).await;
                     assert!(report.outcome.is_success());
+                    started.elapsed()
                 }
             }
         })
@@ -202,7 +204,12 @@ enum Api {
     SubmitThenWatch,
 }
 
-async fn one_job(channel: &Channel, digest: &str, api: Api) {
+/// Runs one job; returns how long the client waited for its result.
+///
+/// The stream is then read to its end, which follows at once: a client that drops streams
+/// early on one long-lived connection has its HTTP/2 library reset them, and after 1024 such
+/// resets the library (h2's `max_local_error_reset_streams`) closes the connection.
+async fn one_job(channel: &Channel, digest: &str, api: Api) -> Duration {
     let mut jobs = JobsClient::new(channel.clone());
     let spec = v1::JobSpec {
         name: "bench".into(),
@@ -210,6 +217,7 @@ async fn one_job(channel: &Channel, digest: &str, api: Api) {
         capabilities: Some(caps().into()),
         ..Default::default()
     };
+    let started = Instant::now();
     let mut events = match api {
         Api::Run => jobs
             .run_job(v1::RunJobRequest { spec: Some(spec) })
@@ -228,22 +236,23 @@ async fn one_job(channel: &Channel, digest: &str, api: Api) {
                 .into_inner()
         }
     };
+    let mut completed = None;
     while let Some(event) = events.message().await.expect("event") {
         if let Some(v1::job_event::Event::Job(job)) = event.event
             && job.state == v1::JobState::Completed as i32
         {
-            return;
+            completed.get_or_insert_with(|| started.elapsed());
         }
     }
-    panic!("job did not complete");
+    completed.expect("job did not complete")
 }
 
-/// Runs JOBS calls of `job` with at most `concurrency` in flight; returns each call's latency
-/// and the overall rate.
+/// Runs JOBS calls of `job` with at most `concurrency` in flight; returns the latency each call
+/// measured, and the overall rate.
 async fn measure<F, Fut>(concurrency: usize, job: F) -> (Vec<Duration>, f64)
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = Duration> + Send + 'static,
 {
     let limit = Arc::new(Semaphore::new(concurrency));
     let started = Instant::now();
@@ -252,10 +261,9 @@ where
         let permit = Arc::clone(&limit).acquire_owned().await.expect("semaphore");
         let fut = job();
         tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            fut.await;
+            let latency = fut.await;
             drop(permit);
-            t.elapsed()
+            latency
         }));
     }
     let mut latencies = Vec::with_capacity(JOBS);
