@@ -2060,11 +2060,13 @@ impl State {
                 error!(job = %job.id, "cannot commit a change ({why}); not applied");
             }
             (Effect::Assigned { job, assignment }, None) => {
+                // Watchers first: the task last woken here runs first when the state task
+                // yields, and the host's is the one a job waits for.
+                self.notify(&job);
                 if let Some(node) = job.last_node().and_then(|n| self.nodes.get_mut(n)) {
                     info!(job = %job.id, node = %node.id(), attempt = assignment.attempt, "job assigned");
                     node.assign(assignment);
                 }
-                self.notify(&job);
             }
             (Effect::Assigned { job, .. }, Some(_)) => {
                 error!(job = %job.id, "cannot persist an assignment; the instance stays pending");
