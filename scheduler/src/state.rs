@@ -789,6 +789,17 @@ impl State {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
             self.settle().await;
+            if self.store.behind() > 0 && commands.is_empty() {
+                // The store applies what it logged while nothing waits: after the tasks the
+                // commit woke have run, and unless a command came in meanwhile (the next
+                // commit applies it then).
+                tokio::task::yield_now().await;
+                if commands.is_empty()
+                    && let Err(e) = self.store.catch_up().await
+                {
+                    error!(error = %e, "cannot apply logged commits to the store; a read or the next commit tries again");
+                }
+            }
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,

@@ -75,6 +75,21 @@ pub(crate) trait Kv: Send + Sync + fmt::Debug + 'static {
         let _ = bytes;
         false
     }
+
+    /// How many durable commits wait to be applied where reads find them ([`Kv::catch_up`]).
+    fn behind(&self) -> usize {
+        0
+    }
+
+    /// Applies the commits that are durable but not yet where reads find them, which a read or
+    /// the next commit would otherwise do first.
+    ///
+    /// # Errors
+    ///
+    /// When the backend fails; the commits stay durable, and the next call tries again.
+    fn catch_up(&self) -> Result<(), KvError> {
+        Ok(())
+    }
 }
 
 /// What one transaction may hold; see the module documentation.

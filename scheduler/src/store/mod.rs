@@ -5,7 +5,12 @@
 //! Every method is a blocking call that returns once what it wrote is durable. Async callers go
 //! through [`Store::call`], which runs the call on tokio's blocking pool: the state task still
 //! waits for each commit before it acknowledges anything (that is the point), but a slow disk
-//! never stalls a runtime worker serving other connections.
+//! never stalls a runtime worker serving other connections for long. The one exception is the
+//! state task's own commit when the backend calls it quick ([`Store::commit_batch`]): one
+//! synced append of a few blocks to the write-ahead log, on a disk whose last one took under a
+//! millisecond. It is written where the state task runs, because the two thread switches of the
+//! blocking pool cost a job more than the write itself keeps the worker (see ARCHITECTURE.md,
+//! "Where a job's time goes").
 //!
 //! Since the synced write, not the writing, is what a commit costs, the state task writes all
 //! the job changes of a batch of commands with one [`Store::commit`] call (group commit, see
@@ -155,6 +160,9 @@ pub(crate) struct JobWrite {
     pub(crate) new: bool,
 }
 
+/// Most waiting commits [`Store::catch_up`] applies where it is called.
+const CATCH_UP_HERE: usize = 4;
+
 /// A handle on the store; clones share one backend, which many threads may use at once.
 #[derive(Clone, Debug)]
 pub(crate) struct Store {
@@ -205,6 +213,28 @@ impl Store {
         tokio::task::spawn_blocking(move || span.in_scope(|| f(&store)))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// How many commits that returned wait to be applied where reads find them: then
+    /// [`Store::catch_up`] is worth calling while nothing else waits.
+    pub(crate) fn behind(&self) -> usize {
+        self.kv.behind()
+    }
+
+    /// Applies what [`Store::behind`] says waits. Nothing is written to disk for it (it is in
+    /// the log already): a few waiting commits are applied where the caller runs, in tens of
+    /// µs; more, on the blocking pool.
+    ///
+    /// # Errors
+    ///
+    /// When the backend fails; what waits is durable, and is applied by the next call, read or
+    /// commit.
+    pub(crate) async fn catch_up(&self) -> Result<(), StoreError> {
+        if self.behind() <= CATCH_UP_HERE {
+            Ok(self.kv.catch_up()?)
+        } else {
+            self.call(|s| Ok(s.kv.catch_up()?)).await
+        }
     }
 
     /// Every job, in id order (which is submission order), with its stdin.

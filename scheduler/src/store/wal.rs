@@ -670,7 +670,8 @@ mod tests {
             wal.since_checkpoint = 0;
             wal.last_write = Duration::ZERO;
         };
-        let cases: [(&str, fn(&mut Wal), usize, bool); 6] = [
+        type SetUp = fn(&mut Wal);
+        let cases: [(&str, SetUp, usize, bool); 6] = [
             ("a small append", |_| {}, 300, true),
             ("the largest quick one", |_| {}, QUICK_BYTES, true),
             ("too large", |_| {}, QUICK_BYTES + 1, false),
