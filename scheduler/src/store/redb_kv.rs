@@ -160,21 +160,22 @@ impl RedbKv {
         log.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Logs `txn` and leaves its ops for later, if it is a quick commit the log takes.
-    fn log_only(&self, log: &mut Log, txn: &Txn) -> Result<bool, KvError> {
+    /// Logs `txn` and leaves its ops for later, if it is a quick commit the log takes; else
+    /// gives it back.
+    fn log_only(&self, log: &mut Log, txn: Txn) -> Result<Option<Txn>, KvError> {
         if !txn.guards.is_empty() || !log.wal.quick(txn.size()) {
-            return Ok(false);
+            return Ok(Some(txn));
         }
         let frame = log.wal.frame(&txn.ops);
         if !log.wal.takes(&frame) {
-            return Ok(false);
+            return Ok(Some(txn));
         }
         log.wal
             .append(&frame)
             .map_err(|e| cannot_log(&log.wal, &e))?;
-        log.behind.push(txn.ops.clone());
+        log.behind.push(txn.ops);
         self.behind.store(true, Ordering::Release);
-        Ok(true)
+        Ok(None)
     }
 
     /// Applies `txn`, after what is behind, in one redb transaction, logged or checkpointed.
@@ -312,10 +313,10 @@ impl Kv for RedbKv {
             return Ok(true);
         };
         let mut log = Self::lock(log);
-        if self.log_only(&mut log, &txn)? {
-            return Ok(true);
+        match self.log_only(&mut log, txn)? {
+            None => Ok(true),
+            Some(txn) => self.commit_logged(&mut log, &txn),
         }
-        self.commit_logged(&mut log, &txn)
     }
 
     fn behind(&self) -> usize {
