@@ -68,12 +68,16 @@ pub(crate) trait Kv: Send + Sync + fmt::Debug + 'static {
     /// documentation; nothing is applied then either.
     fn commit(&self, txn: Txn) -> Result<bool, KvError>;
 
-    /// Whether committing a transaction of `bytes` ([`Txn::size`]) now would be quick enough
-    /// to wait for on an async runtime's worker rather than on the blocking pool: a small
-    /// append to a log that has been answering fast. `false` unless a backend knows better.
-    fn quick(&self, bytes: usize) -> bool {
-        let _ = bytes;
-        false
+    /// Commits `txn` as [`Kv::commit`] does if that is quick enough to wait for on an async
+    /// runtime's worker: a small unguarded transaction appended to a log that has been
+    /// answering fast, which no other commit holds. Otherwise gives it back untouched, for the
+    /// caller to commit where it may wait (the blocking pool). Never quick unless a backend says.
+    ///
+    /// # Errors
+    ///
+    /// As [`Kv::commit`].
+    fn try_commit_quickly(&self, txn: Txn) -> Result<Option<Txn>, KvError> {
+        Ok(Some(txn))
     }
 
     /// How many durable commits wait to be applied where reads find them ([`Kv::catch_up`]).

@@ -6,9 +6,9 @@
 //! through [`Store::call`], which runs the call on tokio's blocking pool: the state task still
 //! waits for each commit before it acknowledges anything (that is the point), but a slow disk
 //! never stalls a runtime worker serving other connections for long. The one exception is the
-//! state task's own commit when the backend calls it quick ([`Store::commit_batch`]): one
+//! state task's own commit when the backend can make it quickly ([`Store::commit_batch`]): one
 //! synced append of a few blocks to the write-ahead log, on a disk whose last one took under a
-//! millisecond. It is written where the state task runs, because the two thread switches of the
+//! millisecond, while no other commit holds the log. It is written where the state task runs, because the two thread switches of the
 //! blocking pool cost a job more than the write itself keeps the worker (see ARCHITECTURE.md,
 //! "Where a job's time goes").
 //!

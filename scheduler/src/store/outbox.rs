@@ -106,8 +106,8 @@ impl Store {
     }
 
     /// [`Store::commit`] for the state task, which waits for it: encoded where it runs, then
-    /// written there too if the backend says that is quick ([`super::kv::Kv::quick`]: a small append to
-    /// the write-ahead log), else on the blocking pool like any other call.
+    /// written there too if the backend can do it quickly ([`super::kv::Kv::try_commit_quickly`]:
+    /// a small append to the write-ahead log), else on the blocking pool like any other call.
     ///
     /// # Errors
     ///
@@ -122,14 +122,19 @@ impl Store {
             return self.call(move |s| s.commit(&jobs, &outbox)).await;
         };
         let end = first + outbox.entries.len() as u64;
-        let txns = self.pack_commit(&jobs, &outbox, first)?;
-        if let [txn] = txns.as_slice()
-            && self.kv.quick(txn.size())
-        {
-            self.commit_all(txns)?;
-        } else {
-            self.call(move |s| s.commit_all(txns)).await?;
+        let mut txns = self.pack_commit(&jobs, &outbox, first)?;
+        if let [_] = txns.as_slice() {
+            match self.kv.try_commit_quickly(txns.remove(0))? {
+                None => {
+                    #[cfg(test)]
+                    self.job_commits
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return Ok(end);
+                }
+                Some(txn) => txns.push(txn),
+            }
         }
+        self.call(move |s| s.commit_all(txns)).await?;
         Ok(end)
     }
 

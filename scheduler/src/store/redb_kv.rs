@@ -21,8 +21,8 @@
 //! no size limits ([`Limits::NONE`]).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
@@ -46,9 +46,9 @@ pub(crate) struct RedbKv {
     db: Database,
     /// `None` on a test backend: every commit is then durable in redb.
     log: Option<Mutex<Log>>,
-    /// Whether `log` holds transactions not yet applied to redb; read without the lock, so that
-    /// readers take it only when they have to.
-    behind: AtomicBool,
+    /// How many transactions `log` holds that redb does not yet; read without the lock, so
+    /// that readers take it only when they have to.
+    behind: AtomicUsize,
 }
 
 /// The write-ahead log, and the transactions it holds that redb does not yet.
@@ -140,7 +140,7 @@ impl RedbKv {
             Self {
                 db,
                 log: None,
-                behind: AtomicBool::new(false),
+                behind: AtomicUsize::new(0),
             },
             logged,
         ))
@@ -160,6 +160,15 @@ impl RedbKv {
         log.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The log, unless another thread holds it (committing, or applying what is behind).
+    fn try_lock(&self) -> Option<MutexGuard<'_, Log>> {
+        match self.log.as_ref()?.try_lock() {
+            Ok(log) => Some(log),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Logs `txn` and leaves its ops for later, if it is a quick commit the log takes; else
     /// gives it back.
     fn log_only(&self, log: &mut Log, txn: Txn) -> Result<Option<Txn>, KvError> {
@@ -174,7 +183,7 @@ impl RedbKv {
             .append(&frame)
             .map_err(|e| cannot_log(&log.wal, &e))?;
         log.behind.push(txn.ops);
-        self.behind.store(true, Ordering::Release);
+        self.behind.store(log.behind.len(), Ordering::Release);
         Ok(None)
     }
 
@@ -229,13 +238,15 @@ impl RedbKv {
 
     fn caught_up(&self, log: &mut Log) {
         log.behind.clear();
-        self.behind.store(false, Ordering::Release);
+        self.behind.store(0, Ordering::Release);
     }
 
     /// A read transaction that sees every commit that has returned.
     fn begin_read(&self) -> Result<redb::ReadTransaction, KvError> {
-        if self.behind.load(Ordering::Acquire) {
-            self.catch_up()?;
+        if self.behind.load(Ordering::Acquire) > 0
+            && let Some(log) = &self.log
+        {
+            self.apply_behind(&mut Self::lock(log))?;
         }
         self.db.begin_read().map_err(backend)
     }
@@ -296,10 +307,11 @@ impl Kv for RedbKv {
         Ok(out)
     }
 
-    fn quick(&self, bytes: usize) -> bool {
-        self.log
-            .as_ref()
-            .is_some_and(|log| Self::lock(log).wal.quick(bytes))
+    fn try_commit_quickly(&self, txn: Txn) -> Result<Option<Txn>, KvError> {
+        match self.try_lock() {
+            Some(mut log) => self.log_only(&mut log, txn),
+            None => Ok(Some(txn)),
+        }
     }
 
     fn commit(&self, txn: Txn) -> Result<bool, KvError> {
@@ -320,15 +332,13 @@ impl Kv for RedbKv {
     }
 
     fn behind(&self) -> usize {
-        match &self.log {
-            Some(log) if self.behind.load(Ordering::Acquire) => Self::lock(log).behind.len(),
-            _ => 0,
-        }
+        self.behind.load(Ordering::Acquire)
     }
 
     fn catch_up(&self) -> Result<(), KvError> {
-        match &self.log {
-            Some(log) => self.apply_behind(&mut Self::lock(log)),
+        // A thread holding the log is committing, which applies what is behind, or catching up.
+        match self.try_lock() {
+            Some(mut log) => self.apply_behind(&mut log),
             None => Ok(()),
         }
     }
@@ -512,10 +522,10 @@ mod tests {
         let kv = RedbKv::open(&path).expect("open");
         // A slow disk makes no commit quick: then each is applied at once, which this test
         // cannot tell apart. It checks what it can.
-        let quick = kv.quick(put("a", b"1").size());
-
-        assert!(kv.commit(put("a", b"1")).expect("commit"));
-        if quick {
+        let quick = kv.try_commit_quickly(put("a", b"1")).expect("commit");
+        if let Some(txn) = quick {
+            assert!(kv.commit(txn).expect("commit"));
+        } else {
             assert_eq!(kv.behind(), 1);
             let logged = wal::read(&path.with_extension("wal"), 0).expect("read");
             assert_eq!(logged.records.len(), 1, "durable in the log");
@@ -550,11 +560,23 @@ mod tests {
         let d = table.get("d").expect("get").map(|v| v.value().to_vec());
         assert_eq!(d, Some(b"5".to_vec()));
 
+        // While another commit holds the log, a quick commit is given back, and catching up
+        // leaves what waits to that commit.
+        assert!(kv.commit(put("f", b"7")).expect("commit"));
+        let waiting = kv.behind();
+        {
+            let _held = RedbKv::lock(kv.log.as_ref().expect("log"));
+            let given_back = kv.try_commit_quickly(put("g", b"8")).expect("commit");
+            assert_eq!(given_back, Some(put("g", b"8")));
+            kv.catch_up().expect("catch up");
+            assert_eq!(kv.behind(), waiting);
+        }
+
         // A clean stop checkpoints what waits too.
         assert!(kv.commit(put("e", b"6")).expect("commit"));
         drop((table, tx, kv));
         let kv = RedbKv::open(&path).expect("reopen");
         assert_eq!(kv.get("e").expect("get"), Some(b"6".to_vec()));
-        assert_eq!(kv.checkpoint().expect("checkpoint"), 6);
+        assert_eq!(kv.checkpoint().expect("checkpoint"), 7);
     }
 }
