@@ -5,8 +5,10 @@
 //! run a trivial job (`hello`, a preview 1 module) for a gRPC client, which either submits it
 //! and follows it to its result in one call (`RunJob`, what `vauban run` does) or submits it
 //! and then watches it (`SubmitJob` then `WatchJob`); the raw figure is instantiate+run of the
-//! same loaded module on a runtime without the control plane. All at concurrency 1 and 16.
-//! Everything goes over mutual TLS, as in production, with certificates made here for the run.
+//! same loaded module on a runtime without the control plane. A second scheduler, the same but
+//! keeping an audit log (`vauban scheduler --audit-key`), runs `RunJob` too: what the log of
+//! every decision costs a job. All at concurrency 1 and 16. Everything goes over mutual TLS, as
+//! in production, with certificates made here for the run.
 //!
 //! A job crosses loopback four times (client → scheduler → host → scheduler → client), so the
 //! table also shows a gRPC round trip that does no work (`Health.Check`), measured in the same
@@ -41,82 +43,33 @@ async fn bench() {
     let publisher = Publisher::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let module = publisher.signed("hello", Target::P1);
-    let shutdown = CancellationToken::new();
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = format!("https://{}", listener.local_addr().expect("addr"));
     let pki = Pki::new();
-    let mut config = SchedulerConfig::new(dir.path().join("scheduler"), publisher.trust());
-    let (cert, key) = pki.issue("spiffe://vauban.local/scheduler/bench", true);
-    config.tls = Some(
-        vauban_scheduler::ServerTls::from_pem(
-            cert.as_bytes(),
-            key.as_bytes(),
-            pki.ca.as_bytes(),
-            None,
-        )
-        .expect("server tls"),
-    );
-    let scheduler = tokio::spawn(vauban_scheduler::serve(listener, config, shutdown.clone()));
+    let plain = Cluster::start(&publisher, &pki, &module, &dir.path().join("plain"), false).await;
+    let audited =
+        Cluster::start(&publisher, &pki, &module, &dir.path().join("audited"), true).await;
 
-    let runtime = new_runtime(&publisher, &dir.path().join("cache"));
-    let mut agent = AgentConfig::new(&addr, "bench", dir.path().join("modules"));
-    agent.slots = SLOTS;
-    let (cert, key) = pki.issue("spiffe://vauban.local/host/bench", false);
-    agent.tls = Some(ClientTls {
-        ca_pem: pki.ca.clone().into_bytes(),
-        cert_pem: cert.into_bytes(),
-        key_pem: key.into_bytes(),
-    });
-    let host = tokio::spawn(vauban_host::run_agent(agent, runtime, shutdown.clone()));
-
-    let (cert, key) = pki.issue("spiffe://vauban.local/client/submitter/bench", false);
-    let channel = Channel::from_shared(addr)
-        .expect("uri")
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&pki.ca))
-                .identity(Identity::from_pem(cert, key)),
-        )
-        .expect("client tls")
-        .connect()
-        .await
-        .expect("connect");
-    let upload = v1::UploadModuleRequest {
-        chunk: module.clone(),
-        name: "hello".into(),
-        ..Default::default()
-    };
-    let digest = ModulesClient::new(channel.clone())
-        .upload_module(tokio_stream::iter([upload]))
-        .await
-        .expect("upload")
-        .into_inner()
-        .digest;
-    // Warm up: the host fetches and compiles the module once.
-    for _ in 0..20 {
-        one_job(&channel, &digest, Api::Run).await;
-    }
-
-    let round_trip = round_trip(&channel).await;
+    let round_trip = round_trip(&plain.channel).await;
     let raw = new_runtime(&publisher, &dir.path().join("raw-cache"));
     let loaded = raw.load(&module).expect("load");
 
     println!(
-        "{:<34} {:>6} {:>10} {:>10} {:>12}",
+        "{:<38} {:>6} {:>10} {:>10} {:>12}",
         "path", "conc.", "p50", "p99", "jobs/s"
     );
     for concurrency in [1, 16] {
         let mut control_plane = Vec::new();
-        for (api, path) in [
-            (Api::Run, "client→…→result (RunJob)"),
-            (Api::SubmitThenWatch, "client→…→result (Submit+Watch)"),
+        for (cluster, api, path) in [
+            (&plain, Api::Run, "client→…→result (RunJob)"),
+            (
+                &plain,
+                Api::SubmitThenWatch,
+                "client→…→result (Submit+Watch)",
+            ),
+            (&audited, Api::Run, "client→…→result (RunJob, audit log)"),
         ] {
             let (lat, rate) = measure(concurrency, {
-                let channel = channel.clone();
-                let digest = digest.clone();
+                let channel = cluster.channel.clone();
+                let digest = cluster.digest.clone();
                 move || {
                     let channel = channel.clone();
                     let digest = digest.clone();
@@ -166,9 +119,106 @@ async fn bench() {
         percentile(&round_trip, 0.99)
     );
 
-    shutdown.cancel();
-    let _ = host.await;
-    let _ = scheduler.await;
+    plain.stop().await;
+    audited.stop().await;
+}
+
+/// A scheduler and one host agent in this process, and a client connected to it with `hello`
+/// uploaded.
+struct Cluster {
+    channel: Channel,
+    digest: String,
+    shutdown: CancellationToken,
+    scheduler: tokio::task::JoinHandle<anyhow::Result<()>>,
+    host: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Cluster {
+    /// Starts one in `dir`, keeping an audit log there if `audit`, and warms it up: the host
+    /// fetches and compiles the module once.
+    async fn start(
+        publisher: &Publisher,
+        pki: &Pki,
+        module: &[u8],
+        dir: &std::path::Path,
+        audit: bool,
+    ) -> Self {
+        let shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = format!("https://{}", listener.local_addr().expect("addr"));
+        let mut config = SchedulerConfig::new(dir.join("scheduler"), publisher.trust());
+        let (cert, key) = pki.issue("spiffe://vauban.local/scheduler/bench", true);
+        config.tls = Some(
+            vauban_scheduler::ServerTls::from_pem(
+                cert.as_bytes(),
+                key.as_bytes(),
+                pki.ca.as_bytes(),
+                None,
+            )
+            .expect("server tls"),
+        );
+        if audit {
+            config.audit = Some(vauban_scheduler::AuditConfig {
+                dir: dir.join("audit"),
+                origin: "vauban.audit/bench".into(),
+                key: vauban_audit::SecretKey::from_seed(&[7; 32]),
+            });
+        }
+        let scheduler = tokio::spawn(vauban_scheduler::serve(listener, config, shutdown.clone()));
+
+        let runtime = new_runtime(publisher, &dir.join("cache"));
+        let mut agent = AgentConfig::new(&addr, "bench", dir.join("modules"));
+        agent.slots = SLOTS;
+        let (cert, key) = pki.issue("spiffe://vauban.local/host/bench", false);
+        agent.tls = Some(ClientTls {
+            ca_pem: pki.ca.clone().into_bytes(),
+            cert_pem: cert.into_bytes(),
+            key_pem: key.into_bytes(),
+        });
+        let host = tokio::spawn(vauban_host::run_agent(agent, runtime, shutdown.clone()));
+
+        let (cert, key) = pki.issue("spiffe://vauban.local/client/submitter/bench", false);
+        let channel = Channel::from_shared(addr)
+            .expect("uri")
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&pki.ca))
+                    .identity(Identity::from_pem(cert, key)),
+            )
+            .expect("client tls")
+            .connect()
+            .await
+            .expect("connect");
+        let upload = v1::UploadModuleRequest {
+            chunk: module.to_vec(),
+            name: "hello".into(),
+            ..Default::default()
+        };
+        let digest = ModulesClient::new(channel.clone())
+            .upload_module(tokio_stream::iter([upload]))
+            .await
+            .expect("upload")
+            .into_inner()
+            .digest;
+        for _ in 0..20 {
+            one_job(&channel, &digest, Api::Run).await;
+        }
+        Self {
+            channel,
+            digest,
+            shutdown,
+            scheduler,
+            host,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.host.await;
+        let _ = self.scheduler.await;
+    }
 }
 
 fn new_runtime(publisher: &Publisher, cache: &std::path::Path) -> Runtime {
@@ -281,7 +331,7 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 
 fn row(path: &str, concurrency: usize, sorted: Vec<Duration>, rate: f64) {
     println!(
-        "{path:<34} {concurrency:>6} {:>10} {:>10} {:>12.0}",
+        "{path:<38} {concurrency:>6} {:>10} {:>10} {:>12.0}",
         format!("{:.2?}", percentile(&sorted, 0.5)),
         format!("{:.2?}", percentile(&sorted, 0.99)),
         rate
