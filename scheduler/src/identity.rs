@@ -13,7 +13,7 @@
 //! validity window and is not on the certificate revocation list ([`ClientAuth::verifier`]);
 //! [`ClientAuth::identify`] then reads the identity from the verified leaf, once per
 //! connection, and the server hands it to every request on that connection as a
-//! [`ConnectionInfo`] extension. Each handler starts with one [`require`] line naming the role
+//! [`ConnectionInfo`] extension. Each handler starts with one `require` line naming the role
 //! it needs. Names are never taken from what a peer says about itself: a host's node id is the
 //! one in its certificate.
 
