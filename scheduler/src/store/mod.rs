@@ -8,12 +8,12 @@
 //! never stalls a runtime worker serving other connections for long. The one exception is the
 //! state task's own commit when the backend can make it quickly ([`Store::commit_batch`]): one
 //! synced append of a few blocks to the write-ahead log, on a disk whose last one took under a
-//! millisecond, while no other commit holds the log. It is written where the state task runs, because the two thread switches of the
-//! blocking pool cost a job more than the write itself keeps the worker (see ARCHITECTURE.md,
-//! "Where a job's time goes").
+//! millisecond, while no other commit holds the log. It is written where the state task runs,
+//! because the two thread switches of the blocking pool cost a job more than the write keeps
+//! the worker (see ARCHITECTURE.md, "Where a job's latency goes").
 //!
 //! Since the synced write, not the writing, is what a commit costs, the state task writes all
-//! the job changes of a batch of commands with one [`Store::commit`] call (group commit, see
+//! the job changes of a batch of commands with one [`Store::commit_batch`] call (group commit, see
 //! [`crate::state`]): a job accepted and placed in the same batch is written once, already
 //! running, with its stdin, and with the audit entries recording the batch's decisions
 //! ([`outbox`]).
