@@ -420,6 +420,25 @@ async fn next_job_event(events: &mut mpsc::Receiver<WatchEvent>) -> JobRecord {
 }
 
 #[tokio::test]
+async fn the_store_catches_up_while_nothing_waits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("state.redb")).expect("open store");
+    let harness = Harness::open_store(dir, store.clone()).await;
+    // On a disk that writes fast, the submission's commit only logs its ops; the state task,
+    // with no command waiting, applies them to the database itself, without a read or a
+    // commit to make it. (On a slow disk the commit applies them at once.)
+    harness.submit().await;
+    for _ in 0..200 {
+        if store.behind() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.behind(), 0, "logged commits still wait to be applied");
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn a_job_runs_and_its_result_is_recorded_once() {
     let h = Harness::start().await;
     let id = h.submit().await;
