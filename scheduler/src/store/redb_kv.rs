@@ -9,7 +9,7 @@
 //! checkpoint, which a crash left only in the log, and checkpoints. Either way a commit returns
 //! once it is durable.
 //!
-//! A small unguarded commit ([`super::wal::Wal::quick`]) returns as soon as its record is
+//! A small unguarded commit ([`Wal::quick`]) returns as soon as its record is
 //! synced: its ops wait, in log order, to be applied to redb by whatever touches the database
 //! next — the next commit (in its own transaction, before its ops), a read (before reading), or
 //! [`Kv::catch_up`], which the state task calls when it has nothing else to do. A reader thus
@@ -31,7 +31,7 @@ use redb::{
 use tracing::{error, info};
 
 use super::kv::{Guard, Kv, KvError, Limits, Op, Txn};
-use super::wal::{self, Wal};
+use super::wal::{self, Frame, Wal};
 
 /// Every key and value of the store.
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -169,44 +169,37 @@ impl RedbKv {
         }
     }
 
-    /// Logs `txn` and leaves its ops for later, if it is a quick commit the log takes; else
-    /// gives it back.
-    fn log_only(&self, log: &mut Log, txn: Txn) -> Result<Option<Txn>, KvError> {
-        if !txn.guards.is_empty() || !log.wal.quick(txn.size()) {
-            return Ok(Some(txn));
-        }
-        let frame = log.wal.frame(&txn.ops);
-        if !log.wal.takes(&frame) {
+    /// Logs `txn`, framed as `frame`, and leaves its ops for later, if it is an unguarded
+    /// commit the log calls quick ([`Wal::quick`]); else gives it back.
+    fn log_only(&self, log: &mut Log, txn: Txn, frame: &Frame) -> Result<Option<Txn>, KvError> {
+        if !txn.guards.is_empty() || !log.wal.quick(frame) {
             return Ok(Some(txn));
         }
         log.wal
-            .append(&frame)
+            .append(frame)
             .map_err(|e| cannot_log(&log.wal, &e))?;
         log.behind.push(txn.ops);
         self.behind.store(log.behind.len(), Ordering::Release);
         Ok(None)
     }
 
-    /// Applies `txn`, after what is behind, in one redb transaction, logged or checkpointed.
-    fn commit_logged(&self, log: &mut Log, txn: &Txn) -> Result<bool, KvError> {
-        let mut tx = self.db.begin_write().map_err(backend)?;
-        for ops in &log.behind {
-            apply(&tx, &[], ops)?;
-        }
+    /// Applies `txn`, framed as `frame`, after what is behind, in one redb transaction, logged
+    /// or checkpointed.
+    fn commit_logged(&self, log: &mut Log, txn: &Txn, frame: &Frame) -> Result<bool, KvError> {
+        let mut tx = self.begin_write(log)?;
         // The ops are logged after they are applied, and only if the guards held.
         if !apply(&tx, &txn.guards, &txn.ops)? {
             tx.abort().map_err(backend)?;
             return Ok(false);
         }
-        let frame = log.wal.frame(&txn.ops);
-        if log.wal.takes(&frame) {
+        if log.wal.takes(frame) {
             tx.set_durability(Durability::None).map_err(backend)?;
-            if let Err(e) = log.wal.append(&frame) {
+            if let Err(e) = log.wal.append(frame) {
                 tx.abort().map_err(backend)?;
                 return Err(cannot_log(&log.wal, &e));
             }
             if let Err(e) = tx.commit() {
-                if let Err(taken) = log.wal.take_back(&frame) {
+                if let Err(taken) = log.wal.take_back(frame) {
                     error!(error = %taken, log = %log.wal.path().display(), "cannot take back the record of a transaction that failed: a restart applies it");
                 }
                 return Err(backend(e));
@@ -226,14 +219,21 @@ impl RedbKv {
         if log.behind.is_empty() {
             return Ok(());
         }
-        let mut tx = self.db.begin_write().map_err(backend)?;
+        let mut tx = self.begin_write(log)?;
         tx.set_durability(Durability::None).map_err(backend)?;
-        for ops in &log.behind {
-            apply(&tx, &[], ops)?;
-        }
         tx.commit().map_err(backend)?;
         self.caught_up(log);
         Ok(())
+    }
+
+    /// A write transaction holding, first, what is behind: every write starts level with the
+    /// log.
+    fn begin_write(&self, log: &Log) -> Result<WriteTransaction, KvError> {
+        let tx = self.db.begin_write().map_err(backend)?;
+        for ops in &log.behind {
+            apply(&tx, &[], ops)?;
+        }
+        Ok(tx)
     }
 
     fn caught_up(&self, log: &mut Log) {
@@ -268,10 +268,7 @@ impl Drop for RedbKv {
         let Some(log) = &self.log else { return };
         let log = Self::lock(log);
         let checkpoint = || -> Result<(), KvError> {
-            let tx = self.db.begin_write().map_err(backend)?;
-            for ops in &log.behind {
-                apply(&tx, &[], ops)?;
-            }
+            let tx = self.begin_write(&log)?;
             set_checkpoint(&tx, log.wal.last())?;
             tx.commit().map_err(backend)
         };
@@ -308,10 +305,11 @@ impl Kv for RedbKv {
     }
 
     fn try_commit_quickly(&self, txn: Txn) -> Result<Option<Txn>, KvError> {
-        match self.try_lock() {
-            Some(mut log) => self.log_only(&mut log, txn),
-            None => Ok(Some(txn)),
-        }
+        let Some(mut log) = self.try_lock() else {
+            return Ok(Some(txn));
+        };
+        let frame = log.wal.frame(&txn.ops);
+        self.log_only(&mut log, txn, &frame)
     }
 
     fn commit(&self, txn: Txn) -> Result<bool, KvError> {
@@ -325,9 +323,10 @@ impl Kv for RedbKv {
             return Ok(true);
         };
         let mut log = Self::lock(log);
-        match self.log_only(&mut log, txn)? {
+        let frame = log.wal.frame(&txn.ops);
+        match self.log_only(&mut log, txn, &frame)? {
             None => Ok(true),
-            Some(txn) => self.commit_logged(&mut log, &txn),
+            Some(txn) => self.commit_logged(&mut log, &txn, &frame),
         }
     }
 

@@ -51,8 +51,8 @@ pub(crate) const LOG_BYTES: u64 = 16 << 20;
 /// non-durable commits freed, so its file grows with every record.
 pub(crate) const RECORDS_PER_CHECKPOINT: u64 = 256;
 
-/// Largest transaction whose commit [`Wal::quick`] calls quick: one that fits a few blocks.
-const QUICK_BYTES: usize = 64 << 10;
+/// Longest record [`Wal::quick`] calls quick: a few blocks.
+const QUICK_BYTES: u64 = 64 << 10;
 
 /// Slowest synced write after which commits are no longer quick ([`Wal::quick`]): a disk that
 /// takes longer is not one to wait for on an async runtime's worker. About ten times what a
@@ -305,17 +305,12 @@ impl Wal {
             && self.since_checkpoint < RECORDS_PER_CHECKPOINT
     }
 
-    /// Whether a transaction of `bytes` ([`super::kv::Txn::size`]) would be a quick append: no
-    /// longer than [`QUICK_BYTES`], logged without a checkpoint, while the last write took no
-    /// more than [`QUICK_WRITE`]. A slow disk thus sends commits back to the blocking pool after
-    /// one slow write, and a commit there that writes fast again brings them back.
-    pub(crate) fn quick(&self, bytes: usize) -> bool {
-        // A record is about the size of its transaction, plus its header, in whole blocks.
-        let len = blocks(HEADER_BYTES + bytes) as u64;
-        bytes <= QUICK_BYTES
-            && self.end + len <= LOG_BYTES
-            && self.since_checkpoint < RECORDS_PER_CHECKPOINT
-            && self.last_write <= QUICK_WRITE
+    /// Whether appending `frame` would be quick: the log takes it ([`Wal::takes`]), it is no
+    /// longer than [`QUICK_BYTES`], and the last write took no more than [`QUICK_WRITE`]. A slow
+    /// disk thus sends commits back to the blocking pool after one slow write, and a commit
+    /// there that writes fast again brings them back.
+    pub(crate) fn quick(&self, frame: &Frame) -> bool {
+        frame.len() <= QUICK_BYTES && self.last_write <= QUICK_WRITE && self.takes(frame)
     }
 
     /// Writes `frame` at the end and syncs it: once this returns, the transaction survives a
@@ -670,11 +665,15 @@ mod tests {
             wal.since_checkpoint = 0;
             wal.last_write = Duration::ZERO;
         };
+        // A value of `n` bytes; the largest quick record is exactly QUICK_BYTES of blocks.
+        let largest = QUICK_BYTES as usize - 100;
+        let record_of = |wal: &Wal, n: usize| wal.frame(&[Op::Put("k".into(), vec![7; n])]);
+        assert_eq!(record_of(&wal, largest).len(), QUICK_BYTES);
         type SetUp = fn(&mut Wal);
         let cases: [(&str, SetUp, usize, bool); 6] = [
             ("a small append", |_| {}, 300, true),
-            ("the largest quick one", |_| {}, QUICK_BYTES, true),
-            ("too large", |_| {}, QUICK_BYTES + 1, false),
+            ("the largest quick one", |_| {}, largest, true),
+            ("too large", |_| {}, QUICK_BYTES as usize, false),
             (
                 "the checkpoint due",
                 |w| w.since_checkpoint = RECORDS_PER_CHECKPOINT,
@@ -697,7 +696,7 @@ mod tests {
         for (case, set_up, bytes, quick) in cases {
             fresh(&mut wal);
             set_up(&mut wal);
-            assert_eq!(wal.quick(bytes), quick, "{case}");
+            assert_eq!(wal.quick(&record_of(&wal, bytes)), quick, "{case}");
         }
         // Each write measures itself, which is how a slow one is followed by a fast one.
         fresh(&mut wal);
