@@ -15,9 +15,10 @@
 //!
 //! After each commit the state task wakes the writer with the end of the outbox. The writer
 //! waits [`APPEND_DELAY`] for later commits to join, reads the outbox, appends the entries the
-//! log does not hold yet, in index order and with one fsync, signs a checkpoint, and then publishes the log's new length. The state task's next
-//! commit deletes the outbox entries below it (a `DeleteRange` in the same transaction), so the
-//! writer never takes the store's write lock.
+//! log does not hold yet, in index order and with one fsync, signs a checkpoint, and then
+//! publishes the log's new length. The state task's next commit deletes the outbox entries
+//! below it (a `DeleteRange` in the same transaction), so the writer never writes the store
+//! itself (its read may first apply commits the store has only logged, as any read does).
 //!
 //! Idempotency comes from the index itself: the log's length is its own durable record of what
 //! was appended, written by the same fsync as the entries. On start, and on every wake, an

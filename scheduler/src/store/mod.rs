@@ -355,11 +355,16 @@ impl Store {
                 )
                 .into());
             }
-            #[cfg(test)]
-            self.job_commits
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.counted();
         }
         Ok(())
+    }
+
+    /// Counts a transaction committed, for tests of group commit.
+    fn counted(&self) {
+        #[cfg(test)]
+        self.job_commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Writes (or replaces) the record `id` of this kind, in one transaction.

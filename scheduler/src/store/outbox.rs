@@ -126,9 +126,7 @@ impl Store {
         if let [_] = txns.as_slice() {
             match self.kv.try_commit_quickly(txns.remove(0))? {
                 None => {
-                    #[cfg(test)]
-                    self.job_commits
-                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    self.counted();
                     return Ok(end);
                 }
                 Some(txn) => txns.push(txn),
